@@ -1,0 +1,260 @@
+"""Serializable architecture spec in the mobile-vision arch_def form ``[op, c, s, n, {kwargs}]``.
+
+A spec is pure data: stages of block definitions plus input size, basic args and head options.
+``expand()`` turns it into the flat list of concrete blocks (channels resolved, repeats unrolled)
+that the model builder, the cost counters and the latency tables all consume.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fbnas.errors import SpecError
+
+DEFAULT_BASIC_ARGS: dict[str, Any] = {"width_divisor": 8, "width_multiplier": 1.0, "act": "relu"}
+DEFAULT_HEAD: dict[str, Any] = {"dropout": 0.2}
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` (mobile-vision rule: never below 95%)."""
+    if divisor <= 1:
+        return max(1, int(round(value)))
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.95 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+@dataclass
+class BlockDef:
+    """One arch_def entry: ``repeats`` copies of ``op``; only the first uses ``stride``."""
+
+    op: str
+    out_channels: int
+    stride: int = 1
+    repeats: int = 1
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_list(self) -> list:
+        row: list = [self.op, self.out_channels, self.stride, self.repeats]
+        if self.kwargs:
+            row.append(copy.deepcopy(self.kwargs))
+        return row
+
+    @classmethod
+    def from_any(cls, row: Any, where: str) -> BlockDef:
+        if isinstance(row, dict):
+            try:
+                return cls(
+                    op=row["op"],
+                    out_channels=row["out_channels"] if "out_channels" in row else row["c"],
+                    stride=row.get("stride", row.get("s", 1)),
+                    repeats=row.get("repeats", row.get("n", 1)),
+                    kwargs=dict(row.get("kwargs", {})),
+                )
+            except KeyError as e:
+                raise SpecError(f"{where}: missing field {e.args[0]!r}") from None
+        if not isinstance(row, (list, tuple)) or not 2 <= len(row) <= 5:
+            raise SpecError(f"{where}: expected [op, out_channels, stride, repeats, {{kwargs}}], got {row!r}")
+        op, c = row[0], row[1]
+        s = row[2] if len(row) > 2 else 1
+        n = row[3] if len(row) > 3 else 1
+        kw = row[4] if len(row) > 4 else {}
+        if not isinstance(kw, dict):
+            raise SpecError(f"{where}: kwargs must be a mapping, got {kw!r}")
+        return cls(op=op, out_channels=c, stride=s, repeats=n, kwargs=dict(kw))
+
+
+@dataclass(frozen=True)
+class Block:
+    """A concrete block after expansion: what the builder builds and the cost model counts."""
+
+    op: str
+    in_channels: int
+    out_channels: int
+    stride: int
+    kwargs: dict[str, Any]
+    stage: int
+    index: int  # position within the stage after repeat expansion
+    position: int  # position in the whole network
+
+    @property
+    def name(self) -> str:
+        return f"stage{self.stage}.block{self.index}"
+
+
+@dataclass
+class ArchSpec:
+    """An architecture as data; JSON/YAML round-trip via :meth:`to_dict` / :meth:`from_dict`."""
+
+    stages: list[list[BlockDef]]
+    name: str = "custom"
+    input_size: int = 224
+    in_channels: int = 3
+    basic_args: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_BASIC_ARGS))
+    head: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEAD))
+
+    # ---- serialization -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "input_size": self.input_size,
+            "in_channels": self.in_channels,
+            "basic_args": copy.deepcopy(self.basic_args),
+            "stages": [[b.to_list() for b in stage] for stage in self.stages],
+            "head": copy.deepcopy(self.head),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "spec") -> ArchSpec:
+        if not isinstance(data, dict):
+            raise SpecError(f"{source}: an arch spec must be a mapping with 'stages', got {type(data).__name__}")
+        if "arch" in data and "stages" not in data:  # result.json / checkpoints embed the spec
+            return cls.from_dict(data["arch"], source)
+        unknown = set(data) - {"name", "input_size", "in_channels", "basic_args", "stages", "head"}
+        if unknown:
+            raise SpecError(f"{source}: unknown field(s) {sorted(unknown)}; valid: name, input_size, "
+                            "in_channels, basic_args, stages, head")
+        if "stages" not in data:
+            raise SpecError(f"{source}: missing field 'stages'")
+        stages_raw = data["stages"]
+        if not isinstance(stages_raw, list) or not stages_raw:
+            raise SpecError(f"{source}: field 'stages' must be a non-empty list of stages")
+        stages = []
+        for si, stage in enumerate(stages_raw):
+            if not isinstance(stage, list) or not stage:
+                raise SpecError(f"{source}: stage {si} must be a non-empty list of blocks")
+            stages.append([BlockDef.from_any(row, f"{source}: stage {si} block {bi}")
+                           for bi, row in enumerate(stage)])
+        basic = dict(DEFAULT_BASIC_ARGS)
+        basic.update(data.get("basic_args") or {})
+        head = dict(DEFAULT_HEAD)
+        head.update(data.get("head") or {})
+        spec = cls(
+            stages=stages,
+            name=str(data.get("name", "custom")),
+            input_size=data.get("input_size", 224),
+            in_channels=data.get("in_channels", 3),
+            basic_args=basic,
+            head=head,
+        )
+        spec.validate(source)
+        return spec
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+    def save(self, path: str | Path) -> Path:
+        from fbnas.io import atomic_write_text
+
+        path = Path(path)
+        text = self.to_yaml() if path.suffix in (".yaml", ".yml") else self.to_json() + "\n"
+        return atomic_write_text(path, text)
+
+    def copy(self, **changes: Any) -> ArchSpec:
+        new = ArchSpec.from_dict(self.to_dict())
+        for k, v in changes.items():
+            setattr(new, k, v)
+        return new
+
+    # ---- semantics -----------------------------------------------------------------------------
+    @property
+    def width_divisor(self) -> int:
+        return int(self.basic_args.get("width_divisor", 8))
+
+    def scaled_channels(self, c: int) -> int:
+        wm = float(self.basic_args.get("width_multiplier", 1.0))
+        if wm == 1.0:
+            return int(c)
+        return make_divisible(c * wm, self.width_divisor)
+
+    def expand(self) -> list[Block]:
+        """Unroll repeats and chain channels; every block gets its input channels and stride."""
+        blocks: list[Block] = []
+        c_in = self.in_channels
+        pos = 0
+        for si, stage in enumerate(self.stages):
+            idx = 0
+            for bdef in stage:
+                c_out = self.scaled_channels(bdef.out_channels)
+                for r in range(bdef.repeats):
+                    blocks.append(Block(bdef.op, c_in, c_out, bdef.stride if r == 0 else 1,
+                                        dict(bdef.kwargs), si, idx, pos))
+                    c_in = c_out
+                    idx += 1
+                    pos += 1
+        return blocks
+
+    @property
+    def out_channels(self) -> int:
+        return self.expand()[-1].out_channels
+
+    def validate(self, source: str = "spec") -> None:
+        """Raise :class:`SpecError` naming the stage, block and field of the first problem."""
+        from fbnas.nn.ops import resolve_op
+
+        def bad(where: str, msg: str) -> SpecError:
+            return SpecError(f"{source}: {where}: {msg}")
+
+        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) or self.input_size < 8:
+            raise bad("field 'input_size'", f"must be an integer >= 8, got {self.input_size!r}")
+        if not isinstance(self.in_channels, int) or self.in_channels <= 0:
+            raise bad("field 'in_channels'", f"must be a positive integer, got {self.in_channels!r}")
+        wd = self.basic_args.get("width_divisor", 8)
+        if not isinstance(wd, int) or wd < 1:
+            raise bad("basic_args.width_divisor", f"must be a positive integer, got {wd!r}")
+        wm = self.basic_args.get("width_multiplier", 1.0)
+        if not isinstance(wm, (int, float)) or wm <= 0:
+            raise bad("basic_args.width_multiplier", f"must be > 0, got {wm!r}")
+        act = self.basic_args.get("act", "relu")
+        from fbnas.nn.layers import ACTIVATIONS
+
+        if act not in ACTIVATIONS:
+            raise bad("basic_args.act", f"unknown activation {act!r}; valid: {sorted(ACTIVATIONS)}")
+        dropout = self.head.get("dropout", 0.0)
+        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise bad("head.dropout", f"must be in [0, 1), got {dropout!r}")
+        for si, stage in enumerate(self.stages):
+            for bi, b in enumerate(stage):
+                where = f"stage {si} block {bi} ({b.op})"
+                if not isinstance(b.op, str):
+                    raise bad(f"stage {si} block {bi}", f"field 'op' must be a string, got {b.op!r}")
+                if not isinstance(b.out_channels, int) or isinstance(b.out_channels, bool) or b.out_channels <= 0:
+                    raise bad(where, f"field 'out_channels' must be a positive integer, got {b.out_channels!r}")
+                if b.stride not in (1, 2):
+                    raise bad(where, f"field 'stride' must be 1 or 2, got {b.stride!r}")
+                if not isinstance(b.repeats, int) or b.repeats < 1:
+                    raise bad(where, f"field 'repeats' must be a positive integer, got {b.repeats!r}")
+                try:
+                    resolve_op(b.op, b.kwargs, self.basic_args)
+                except SpecError as e:
+                    raise bad(where, str(e)) from None
+
+
+def load_spec(path: str | Path) -> ArchSpec:
+    """Load a spec from JSON or YAML (also accepts result.json files that embed an ``arch``)."""
+    path = Path(path)
+    if not path.exists():
+        raise SpecError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse failure is a user error
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise SpecError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {first}") from None
+    return ArchSpec.from_dict(data, source=str(path))

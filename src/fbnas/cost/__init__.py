@@ -1,0 +1,1 @@
+"""Cost models: pure functions of an arch spec (and a latency table). See counting.py, formulas.py."""

@@ -1,0 +1,99 @@
+"""Exact analytic MACs and params of an arch spec at any input size, per block, without a forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from fbnas.arch.spec import ArchSpec, Block
+from fbnas.cost.formulas import ConvShape, total
+from fbnas.errors import SpecError
+from fbnas.nn.ops import resolve_op
+
+
+@dataclass
+class BlockCost:
+    name: str
+    op: str
+    stage: int
+    in_channels: int
+    out_channels: int
+    stride: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    macs: int
+    params: int  # conv/linear weights (papers' convention)
+    params_total: int  # all trainable parameters, BN and biases included
+
+
+@dataclass
+class CostReport:
+    input_size: int
+    num_classes: int
+    blocks: list[BlockCost] = field(default_factory=list)
+    head_macs: int = 0
+    head_params: int = 0
+    head_params_total: int = 0
+
+    @property
+    def macs(self) -> int:
+        return sum(b.macs for b in self.blocks) + self.head_macs
+
+    @property
+    def params(self) -> int:
+        """Conv and linear weights: the convention of the FBNet papers and mobile-vision's model_info."""
+        return sum(b.params for b in self.blocks) + self.head_params
+
+    @property
+    def params_total(self) -> int:
+        """All trainable parameters (BN affine and biases too): equals sum(p.numel()) of the model."""
+        return sum(b.params_total for b in self.blocks) + self.head_params_total
+
+    def per_stage(self) -> list[dict]:
+        stages: dict[int, dict] = {}
+        for b in self.blocks:
+            s = stages.setdefault(b.stage, {"stage": b.stage, "blocks": 0, "macs": 0, "params": 0,
+                                            "params_total": 0, "out_channels": b.out_channels,
+                                            "out_hw": b.out_hw})
+            s["blocks"] += 1
+            s["macs"] += b.macs
+            s["params"] += b.params
+            s["params_total"] += b.params_total
+            s["out_channels"], s["out_hw"] = b.out_channels, b.out_hw
+        rows = list(stages.values())
+        rows.append({"stage": "head", "blocks": 1, "macs": self.head_macs, "params": self.head_params,
+                     "params_total": self.head_params_total, "out_channels": self.num_classes, "out_hw": (1, 1)})
+        return rows
+
+    def to_dict(self) -> dict:
+        return {"input_size": self.input_size, "num_classes": self.num_classes, "macs": self.macs,
+                "params": self.params, "params_total": self.params_total, "stages": self.per_stage(), "blocks": [asdict(b) for b in self.blocks]}
+
+
+def block_shapes(block: Block, basic_args: dict, h: int, w: int) -> tuple[list[ConvShape], int, int]:
+    family, params = resolve_op(block.op, block.kwargs, basic_args)
+    return family.shapes(block.in_channels, block.out_channels, block.stride, h, w, params)
+
+
+def block_cost(block: Block, basic_args: dict, h: int, w: int) -> BlockCost:
+    shapes, ho, wo = block_shapes(block, basic_args, h, w)
+    macs, params, params_total = total(shapes)
+    return BlockCost(block.name, block.op, block.stage, block.in_channels, block.out_channels, block.stride,
+                     (h, w), (ho, wo), int(macs), int(params), int(params_total))
+
+
+def count(spec: ArchSpec, input_size: int | None = None, num_classes: int = 1000) -> CostReport:
+    """MACs (multiply-adds of conv and linear layers) and params of ``spec`` built for ``num_classes``."""
+    size = spec.input_size if input_size is None else int(input_size)
+    h = w = size
+    report = CostReport(size, num_classes)
+    for b in spec.expand():
+        bc = block_cost(b, spec.basic_args, h, w)
+        if bc.out_hw[0] < 1 or bc.out_hw[1] < 1:
+            raise SpecError(f"input size {size} is too small: {b.name} ({b.op}) gets a {h}x{w} input")
+        report.blocks.append(bc)
+        h, w = bc.out_hw
+    c = report.blocks[-1].out_channels
+    head = ConvShape(c, num_classes, 1, 1, 1, 1, bias=True, label="classifier")
+    report.head_macs, report.head_params = int(head.macs), int(head.params)
+    report.head_params_total = int(head.params_total)
+    return report

@@ -1,0 +1,74 @@
+"""Build an nn.Module from an arch spec. Knows nothing of search; every spec builds the same way."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fbnas.arch.spec import ArchSpec, Block
+from fbnas.errors import SpecError
+from fbnas.nn.ops import resolve_op
+
+
+def build_block(block: Block, basic_args: dict) -> nn.Module:
+    family, params = resolve_op(block.op, block.kwargs, basic_args)
+    try:
+        return family.build(block.in_channels, block.out_channels, block.stride, params)
+    except SpecError as e:
+        raise SpecError(f"stage {block.stage} block {block.index} ({block.op}): {e}") from None
+
+
+class ClassifierHead(nn.Module):
+    """Global average pool, dropout, linear classifier (mobile-vision's ClsConvHead)."""
+
+    def __init__(self, channels: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+class FBNetModel(nn.Module):
+    """Feature blocks from the spec, then a classifier head."""
+
+    def __init__(self, spec: ArchSpec, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.spec = spec
+        self.num_classes = num_classes
+        blocks = spec.expand()
+        self.features = nn.Sequential(*[build_block(b, spec.basic_args) for b in blocks])
+        self.head = ClassifierHead(blocks[-1].out_channels, num_classes, float(spec.head.get("dropout", 0.0)))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+        # zero_last_bn_gamma was applied at construction and survives (BN init is not touched here)
+
+    def set_drop_path(self, rate: float) -> None:
+        """Stochastic depth rising linearly with depth to ``rate`` on residual blocks."""
+        blocks = [m for m in self.features if hasattr(m, "drop_path_rate")]
+        for i, m in enumerate(blocks):
+            m.drop_path_rate = rate * (i + 1) / max(1, len(blocks))
+
+    def set_dropout(self, rate: float) -> None:
+        self.head.dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(spec: ArchSpec, num_classes: int = 1000) -> FBNetModel:
+    return FBNetModel(spec, num_classes)
