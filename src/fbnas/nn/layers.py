@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
