@@ -256,5 +256,6 @@ def load_spec(path: str | Path) -> ArchSpec:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is a user error
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise SpecError(f"{path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {first}") from None
+        kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
+        raise SpecError(f"{path}: not valid {kind}: {first}") from None
     return ArchSpec.from_dict(data, source=str(path))

@@ -21,7 +21,8 @@ def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> None:
     cells = [[h for _, h in columns]] + [[_fmt(r.get(k)) for k, _ in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for j, row in enumerate(cells):
-        print("  ".join(c.rjust(w) if j and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        padded = (c.rjust(w) if j and i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        print("  ".join(padded))
         if j == 0:
             print("  ".join("-" * w for w in widths))
 

@@ -61,12 +61,14 @@ class CostReport:
             s["out_channels"], s["out_hw"] = b.out_channels, b.out_hw
         rows = list(stages.values())
         rows.append({"stage": "head", "blocks": 1, "macs": self.head_macs, "params": self.head_params,
-                     "params_total": self.head_params_total, "out_channels": self.num_classes, "out_hw": (1, 1)})
+                     "params_total": self.head_params_total, "out_channels": self.num_classes,
+                     "out_hw": (1, 1)})
         return rows
 
     def to_dict(self) -> dict:
         return {"input_size": self.input_size, "num_classes": self.num_classes, "macs": self.macs,
-                "params": self.params, "params_total": self.params_total, "stages": self.per_stage(), "blocks": [asdict(b) for b in self.blocks]}
+                "params": self.params, "params_total": self.params_total, "stages": self.per_stage(),
+                "blocks": [asdict(b) for b in self.blocks]}
 
 
 def block_shapes(block: Block, basic_args: dict, h: int, w: int) -> tuple[list[ConvShape], int, int]:
