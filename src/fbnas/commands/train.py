@@ -1,0 +1,89 @@
+"""``fbnas train --arch NAME_OR_SPEC --data fashion-mnist --epochs N --out DIR``: train on a real dataset."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+# CLI option -> Recipe field (None means: keep the recipe file's / default value)
+RECIPE_OPTIONS = [
+    ("--epochs", "epochs", int), ("--batch-size", "batch_size", int), ("--lr", "lr", float),
+    ("--optimizer", "optimizer", str), ("--momentum", "momentum", float), ("--weight-decay", "weight_decay", float),
+    ("--lr-schedule", "lr_schedule", str), ("--warmup-epochs", "warmup_epochs", float),
+    ("--step-size", "step_size", int), ("--gamma", "gamma", float), ("--label-smoothing", "label_smoothing", float),
+    ("--mixup-alpha", "mixup_alpha", float), ("--dropout", "dropout", float), ("--drop-path", "drop_path", float),
+    ("--ema-decay", "ema_decay", float), ("--seed", "seed", int), ("--threads", "threads", int),
+    ("--crop-padding", "crop_padding", int),
+]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train an architecture on a dataset (checkpoint, metrics, resume)")
+    p.add_argument("--arch", help="zoo name, spec file (YAML/JSON) or a search's DIR/result.json")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | cifar10 | imagefolder")
+    p.add_argument("--data-dir", default=None, help="dataset folder (default: $FBNAS_DATA or the system copy)")
+    p.add_argument("--image-size", type=int, default=None, help="imagefolder: resize images to this size")
+    p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
+                   help="continue the run in DIR (or --out) from its checkpoint, bit-exactly")
+    p.add_argument("--recipe", default=None, help="recipe file (YAML); command-line options override it")
+    p.add_argument("--val-ratio", type=float, default=0.0, help="hold out this part of the training set")
+    for flag, field, typ in RECIPE_OPTIONS:
+        p.add_argument(flag, dest=f"r_{field}", type=typ, default=None, metavar=field.upper(),
+                       help=f"recipe field {field}")
+    p.add_argument("--channels-last", dest="r_channels_last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default on: faster depthwise convs on CPU)")
+    p.add_argument("--hflip", dest="r_hflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    # hidden options for quick runs and tests
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--step-delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fbnas.commands.common import print_json
+    from fbnas.errors import FbnasError
+    from fbnas.train import Recipe, TrainingInterrupted, train
+
+    overrides = {field: getattr(args, f"r_{field}") for _, field, _ in RECIPE_OPTIONS}
+    overrides["channels_last"] = args.r_channels_last
+    overrides["hflip"] = args.r_hflip
+    if args.resume:
+        out = args.out if args.resume is True else args.resume
+        if not out:
+            raise FbnasError("--resume needs the run folder: --resume DIR (or --out DIR --resume)")
+        ignored = [k for k, v in overrides.items() if v is not None and k not in ("epochs",)]
+        if ignored or args.recipe or args.arch:
+            print("fbnas: note: resuming with the run's own arch and recipe (only --epochs can change)",
+                  file=sys.stderr)
+        recipe = None
+        if args.r_epochs is not None:
+            from fbnas.train.checkpoint import load_checkpoint
+
+            saved = load_checkpoint(f"{out}/checkpoint.pt")
+            recipe = Recipe.from_dict(saved["recipe"]).replace(epochs=args.r_epochs)
+        spec = None
+    else:
+        if not args.arch or not args.out:
+            raise FbnasError("train needs --arch NAME_OR_SPEC and --out DIR (or --resume DIR)")
+        out = args.out
+        base = Recipe.load(args.recipe) if args.recipe else Recipe()
+        try:
+            recipe = base.replace(**overrides)
+        except FbnasError as e:
+            raise FbnasError(f"recipe: {e}") from None
+        spec = args.arch
+    if args.limit_train is not None and args.limit_train < 1:
+        raise FbnasError(f"--limit-train must be >= 1, got {args.limit_train}")
+    try:
+        result = train(spec, recipe, args.data, out, data_dir=args.data_dir, resume=bool(args.resume),
+                       val_ratio=args.val_ratio, progress=not args.no_progress, limit_train=args.limit_train,
+                       limit_test=args.limit_test, image_size=args.image_size, step_delay=args.step_delay)
+    except TrainingInterrupted as e:
+        print(f"fbnas: {e}", file=sys.stderr)
+        return 130
+    print_json(result)
+    return 0
