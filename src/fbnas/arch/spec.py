@@ -246,7 +246,10 @@ def load_spec(path: str | Path) -> ArchSpec:
     path = Path(path)
     if not path.exists():
         raise SpecError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{path}: cannot read the file ({type(e).__name__})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
             import yaml
@@ -256,6 +259,9 @@ def load_spec(path: str | Path) -> ArchSpec:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is a user error
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        mark = getattr(e, "problem_mark", None)
+        if getattr(e, "problem", None) and mark is not None:  # YAML: the problem and where, not the context
+            first = f"{e.problem} (line {mark.line + 1}, column {mark.column + 1})"
         kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
         raise SpecError(f"{path}: not valid {kind}: {first}") from None
     return ArchSpec.from_dict(data, source=str(path))

@@ -43,7 +43,8 @@ def get_spec(name: str) -> ArchSpec:
 
 
 def resolve_arch(name_or_path: str | Path | ArchSpec | dict) -> ArchSpec:
-    """A zoo name, a spec file (JSON/YAML, or a search's result.json), a dict or an ArchSpec."""
+    """A zoo name, a spec file (JSON/YAML, or a search's result.json), a training checkpoint (``*.pt`` or its
+    run folder), a dict or an ArchSpec."""
     if isinstance(name_or_path, ArchSpec):
         return name_or_path
     if isinstance(name_or_path, dict):
@@ -54,6 +55,35 @@ def resolve_arch(name_or_path: str | Path | ArchSpec | dict) -> ArchSpec:
     p = Path(s)
     if p.is_dir() and (p / "result.json").exists():
         p = p / "result.json"
+    elif p.is_dir() and (p / "checkpoint.pt").exists():
+        p = p / "checkpoint.pt"
+    if p.suffix == ".pt":
+        return load_checkpoint_arch(p)[0]
+    if p.is_dir():
+        raise SpecError(f"{p}: a folder without result.json or checkpoint.pt, not an arch spec")
     if p.suffix in (".json", ".yaml", ".yml") or p.exists():
         return load_spec(p)
     return get_spec(s)  # raises a helpful unknown-model error
+
+
+def load_checkpoint_arch(path: str | Path) -> tuple[ArchSpec, int | None]:
+    """The spec and ``num_classes`` stored in a training checkpoint (``*.pt`` with an ``arch`` key)."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: file not found")
+    import zipfile
+
+    if not zipfile.is_zipfile(p):
+        raise SpecError(f"{p}: not an fbnas checkpoint (not a file written by torch.save)")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
+        reason = "it holds objects other than tensors and plain data" if "Weights only" in str(e) else (
+            str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
+        raise SpecError(f"{p}: not a readable fbnas checkpoint ({reason})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("arch"), dict):
+        raise SpecError(f"{p}: not an fbnas training checkpoint (no 'arch' spec)")
+    num_classes = state.get("num_classes")
+    return ArchSpec.from_dict(state["arch"], source=str(p)), int(num_classes) if num_classes is not None else None
