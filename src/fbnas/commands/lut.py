@@ -1,0 +1,262 @@
+"""``fbnas lut {build,show,predict,fit-correction,validate,export-ops,import}``: latency lookup tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from fbnas.commands.common import add_format_arg, print_json, print_table
+
+
+def _setting_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", default="torch", help="torch or onnxruntime (default torch)")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    p.add_argument("--channels-last", action="store_true", help="torch: channels_last memory format")
+    p.add_argument("--statistic", default="auto",
+                   help="per-entry statistic: auto (default: cpu_median for 1 thread, else median), median "
+                        "(wall clock), cpu_median (thread CPU clock, robust to other processes), p10")
+
+
+def _shape_args(p: argparse.ArgumentParser, space_required: bool = False) -> None:
+    p.add_argument("--space", required=space_required, help="search space name or YAML (e.g. fbnet_v1)")
+    p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's/spec's)")
+    p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the space's/spec's)")
+    p.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("lut", help="latency lookup tables: build, show, predict, validate, export-ops, import")
+    lsub = p.add_subparsers(dest="lut_command", metavar="ACTION")
+
+    b = lsub.add_parser("build", help="measure the blocks a space and/or architectures need (missing ones only)")
+    _shape_args(b)
+    b.add_argument("--arch", action="append", default=[], help="zoo name or spec file to cover (repeatable)")
+    b.add_argument("--db", required=True, help="LUT file (SQLite; created if missing)")
+    b.add_argument("--force", action="store_true", help="re-measure entries that already exist")
+    _setting_args(b)
+    add_format_arg(b)
+    b.set_defaults(func=_build)
+
+    s = lsub.add_parser("show", help="summarise a LUT (entries per backend, device, threads)")
+    s.add_argument("--db", required=True)
+    s.add_argument("--entries", action="store_true", help="list every entry")
+    add_format_arg(s)
+    s.set_defaults(func=_show)
+
+    pr = lsub.add_parser("predict", help="predicted latency of an architecture, with per-block breakdown")
+    pr.add_argument("arch", help="zoo name or spec file")
+    pr.add_argument("--db", required=True)
+    pr.add_argument("--num-classes", type=int, default=None)
+    _setting_args(pr)
+    add_format_arg(pr)
+    pr.set_defaults(func=_predict)
+
+    fc = lsub.add_parser("fit-correction", help="fit overhead + per-op-type scales on measured networks")
+    fc.add_argument("--db", required=True)
+    _shape_args(fc, space_required=True)
+    fc.add_argument("--samples", type=int, default=12, help="networks to measure (default 12)")
+    fc.add_argument("--seed", type=int, default=0)
+    fc.add_argument("--normalize-load", action="store_true",
+                    help="divide the measurements by the load factor (anchor blocks re-timed now / stored)")
+    _setting_args(fc)
+    add_format_arg(fc)
+    fc.set_defaults(func=_fit)
+
+    v = lsub.add_parser("validate", help="compare predictions with end-to-end measurements of sampled networks")
+    v.add_argument("--db", required=True)
+    _shape_args(v, space_required=True)
+    v.add_argument("--samples", type=int, default=30)
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--plot", default=None, help="write a predicted-vs-measured scatter plot (PNG)")
+    v.add_argument("--out", default=None, help="also write the JSON result here")
+    v.add_argument("--normalize-load", action="store_true",
+                   help="also report metrics with the measurements divided by the load factor")
+    _setting_args(v)
+    add_format_arg(v)
+    v.set_defaults(func=_validate)
+
+    e = lsub.add_parser("export-ops", help="write every needed block as ONNX + manifest for target_script.py")
+    _shape_args(e)
+    e.add_argument("--arch", action="append", default=[], help="zoo name or spec file to cover (repeatable)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--batch", type=int, default=1)
+    e.add_argument("--statistic", default="auto", help="statistic the target script reports (auto, median, "
+                   "cpu_median, p10)")
+    e.set_defaults(func=_export)
+
+    i = lsub.add_parser("import", help="load target_script.py results into a LUT")
+    i.add_argument("results", help="results JSON written by target_script.py")
+    i.add_argument("--db", required=True)
+    i.set_defaults(func=_import)
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def _check_positive(**values: int | None) -> None:
+    from fbnas.errors import FbnasError
+
+    for name, v in values.items():
+        if v is not None and v < 1:
+            raise FbnasError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+
+
+def _space(args):
+    from fbnas.space.space import load_space
+
+    _check_positive(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
+    return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels)
+
+
+def _table(args):
+    from fbnas.lut import LatencyTable
+
+    _check_positive(threads=args.threads, batch=args.batch)
+    return LatencyTable(args.db, backend=args.backend, threads=args.threads, batch=args.batch,
+                        channels_last=args.channels_last, num_classes=getattr(args, "num_classes", None),
+                        statistic=args.statistic)
+
+
+def _build(args) -> int:
+    import time
+
+    from fbnas.lut import build_table
+    from fbnas.lut.measure import check_backend
+
+    check_backend(args.backend, args.channels_last, args.statistic)  # before any work
+    _check_positive(threads=args.threads, batch=args.batch)
+    space = _space(args) if args.space else None
+    t0 = time.perf_counter()
+    res = build_table(args.db, space=space, specs=args.arch, input_size=args.input_size, backend=args.backend,
+                      threads=args.threads, force=args.force, in_channels=args.in_channels,
+                      num_classes=args.num_classes or 1000, batch=args.batch, channels_last=args.channels_last,
+                      statistic=args.statistic)
+    res["seconds"] = round(time.perf_counter() - t0, 2)
+    res["db"] = args.db
+    if args.format == "json":
+        print_json(res)
+    else:
+        print(f"{args.db}: measured {res['measured']}, already present {res['skipped']} "
+              f"({res['total']} needed) in {res['seconds']} s")
+    return 0
+
+
+def _show(args) -> int:
+    from fbnas.lut.signature import describe
+    from fbnas.lut.store import LutStore
+
+    with LutStore(args.db) as store:
+        summary = store.summary()
+        rows = store.rows() if args.entries else []
+        corrections = {f"{b}/{t}/{st}": store.get_correction(b, t, "contiguous", st) for b, t, st in
+                       {(s["backend"], s["threads"], s["statistic"]) for s in summary}}
+    if args.format == "json":
+        print_json({"db": args.db, "groups": summary, "entries": rows,
+                    "corrections": {k: v for k, v in corrections.items() if v}})
+        return 0
+    print(f"{args.db}: fbnas latency table")
+    print_table(summary, [("backend", "backend"), ("threads", "threads"), ("statistic", "statistic"),
+                          ("entries", "entries"), ("cpu", "cpu"),
+                          ("versions", "versions"), ("last", "last measured")])
+    for k, v in corrections.items():
+        if v:
+            print(f"correction {k}: overhead {v['overhead_ms']:.3f} ms, scales "
+                  + ", ".join(f"{t}={s:.3f}" for t, s in sorted(v["scales"].items())) + f" (n={v['n_samples']})")
+    if rows:
+        print()
+        print_table([{**r, "label": describe(r["block"])} for r in rows],
+                    [("label", "block"), ("backend", "backend"), ("threads", "thr"), ("value_ms", "median ms"),
+                     ("spread_ms", "IQR ms"), ("samples", "n")])
+    return 0
+
+
+def _predict(args) -> int:
+    from fbnas.arch.zoo import resolve_arch
+
+    spec = resolve_arch(args.arch)
+    lut = _table(args)
+    try:
+        pred = lut.predict(spec, source=args.arch)
+    finally:
+        lut.close()
+    if args.format == "json":
+        print_json({"arch": spec.name, "backend": args.backend, "threads": args.threads, **pred.to_dict()})
+        return 0
+    print_table([{"name": n, "key": k, "ms": ms} for n, k, ms in pred.blocks],
+                [("name", "block"), ("key", "key"), ("ms", "ms")])
+    line = f"{spec.name}: {pred.total_ms:.3f} ms (plain sum, {args.backend}, {args.threads} thread(s))"
+    if pred.corrected_ms is not None:
+        line += f"; corrected {pred.corrected_ms:.3f} ms"
+    print(line)
+    return 0
+
+
+def _fit(args) -> int:
+    from fbnas.lut.validate import fit_correction
+
+    _check_positive(samples=args.samples)
+    space = _space(args)
+    lut = _table(args)
+    try:
+        res = fit_correction(lut, space, args.samples, args.seed, args.num_classes, args.normalize_load)
+    finally:
+        lut.close()
+    if args.format == "json":
+        print_json(res)
+    else:
+        print(f"correction on {res['n_samples']} networks: overhead {res['overhead_ms']:.3f} ms, scales "
+              + ", ".join(f"{t}={s:.3f}" for t, s in sorted(res["scales"].items()))
+              + f"; MAPE plain {res['plain_mape']:.3f} -> corrected {res['fit_mape']:.3f} (on the fit samples)")
+    return 0
+
+
+def _validate(args) -> int:
+    from fbnas.io import atomic_write_json
+    from fbnas.lut.validate import validate
+
+    _check_positive(samples=args.samples)
+    space = _space(args)
+    lut = _table(args)
+    try:
+        res = validate(lut, space, args.samples, args.seed, args.num_classes, plot=args.plot,
+                       normalize_load=args.normalize_load)
+    finally:
+        lut.close()
+    if args.out:
+        atomic_write_json(args.out, res)
+    if args.format == "json":
+        print_json(res)
+        return 0
+    keys = ["spearman", "pearson", "mape", "within_10pct"]
+    print("plain sum:  " + "  ".join(f"{k} {res[k]:.3f}" for k in keys) + f"  (n={res['n']})")
+    if "corrected" in res:
+        print("corrected:  " + "  ".join(f"{k} {res['corrected'][k]:.3f}" for k in keys))
+    print(f"load factor {res['load_factor']:.3f} (anchor blocks now / when stored)")
+    return 0
+
+
+def _export(args) -> int:
+    from fbnas.lut import needed_entries
+    from fbnas.lut.export import export_ops
+
+    if not args.space and not args.arch:
+        from fbnas.errors import FbnasError
+
+        raise FbnasError("lut export-ops: give a search space (--space) and/or architectures (--arch)")
+    space = _space(args) if args.space else None
+    entries = needed_entries(space, args.arch, args.input_size, args.in_channels, args.num_classes or 1000,
+                             args.batch)
+    from fbnas.lut.measure import check_backend
+
+    check_backend("onnxruntime", statistic=args.statistic)
+    res = export_ops(entries, args.out, statistic=args.statistic)
+    print(f"wrote {res['ops']} ONNX blocks, manifest.json and target_script.py to {res['dir']}; on the target run: "
+          f"python target_script.py {res['dir']} --threads 1 --out results.json")
+    return 0
+
+
+def _import(args) -> int:
+    from fbnas.lut.export import import_results
+
+    res = import_results(args.db, args.results)
+    print(f"{args.db}: imported {res['imported']} {res['backend']} entries ({res['threads']} thread(s), "
+          f"{res['cpu']})")
+    return 0

@@ -1,0 +1,185 @@
+"""End-to-end checks of a LUT: sample architectures, measure whole networks, compare with the plain sum.
+
+Samples come from (seed, step, stream) so runs are reproducible; the correction is fitted on stream 1
+and validation draws from stream 0, skipping any architecture the correction was fitted on.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fbnas.lut import correction
+from fbnas.lut.measure import Runner, build_module, input_shape
+from fbnas.lut.predict import LatencyTable, memory_format, space_entries
+from fbnas.lut.signature import Entry, unique_entries
+from fbnas.nn.model import FBNetModel
+from fbnas.search.gumbel import step_generator
+from fbnas.space.space import SearchSpace
+
+VALIDATE_STREAM = 0
+FIT_STREAM = 1
+
+
+def sample_choices(space: SearchSpace, n: int, seed: int, stream: int,
+                   exclude: set[tuple[int, ...]] = frozenset()) -> list[list[int]]:  # type: ignore[assignment]
+    """``n`` distinct random choice vectors from (seed, step, stream), avoiding ``exclude``."""
+    out: list[list[int]] = []
+    seen = set(exclude)
+    step = 0
+    while len(out) < n and step < 100 * n + 100:
+        g = step_generator(seed, step, stream)
+        c = [int(torch.randint(k, (1,), generator=g)) for k in space.num_choices()]
+        step += 1
+        if tuple(c) not in seen:
+            seen.add(tuple(c))
+            out.append(c)
+    return out
+
+
+def anchor_entries(space: SearchSpace, lut: LatencyTable, n: int = 8) -> list[Entry]:
+    """A few table entries spread over the space (small to large) to re-time beside the networks."""
+    per_layer, fixed = space_entries(space, lut.num_classes or 1000, lut.batch, lut.channels_last)
+    pool = unique_entries(fixed + [e for layer in per_layer for e in layer if e.family != "skip"])
+    step = max(1, len(pool) // n)
+    return pool[::step][:n]
+
+
+def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyTable, num_classes: int,
+                     rounds: int = 9, chunk: int = 32, anchors: list[Entry] = ()) -> tuple[list[float], float]:
+    """Statistic (ms) of each whole network (batch ``lut.batch``, eval) with the LUT's backend and settings,
+    and the load factor: median over ``anchors`` of (re-timed now, interleaved with the networks) / (stored).
+
+    A load factor far from 1 means the machine is faster or slower now than when the table was built.
+    """
+    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
+    stored = lut.store.get([e.key for e in anchors], lut.backend, lut.threads, lut.statistic)
+    out: list[float] = []
+    ratios: list[float] = []
+    for i in range(0, len(choices), chunk):
+        items = {}
+        for j, c in enumerate(choices[i:i + chunk]):
+            model = FBNetModel(space.to_spec(c), num_classes).eval()
+            items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
+        for e in anchors:
+            if e.key in stored:
+                items[e.key] = (build_module(e.desc), input_shape(e.desc))
+        stats = runner.measure(items, rounds=rounds)
+        out += [float(stats[f"net{j}"]["value_ms"]) for j in range(len(items) - len(stored))]
+        ratios += [float(stats[k]["value_ms"]) / float(stored[k]["value_ms"]) for k in stored]
+    return out, float(np.median(ratios)) if ratios else 1.0
+
+
+def metrics(pred: list[float], meas: list[float]) -> dict[str, float]:
+    from scipy import stats
+
+    p, m = np.asarray(pred, dtype=np.float64), np.asarray(meas, dtype=np.float64)
+    rel = np.abs(p - m) / m
+    return {"spearman": float(stats.spearmanr(p, m).statistic) if len(p) > 2 else math.nan,
+            "pearson": float(stats.pearsonr(p, m).statistic) if len(p) > 2 else math.nan,
+            "mape": float(rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
+
+
+def _classes(lut: LatencyTable, space: SearchSpace, num_classes: int | None) -> int:
+    if num_classes is not None:
+        return num_classes
+    from fbnas.lut.predict import space_entries
+
+    return lut._classes_for(space_entries(space, 1000, lut.batch, lut.channels_last)[1][-1])
+
+
+def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
+                   num_classes: int | None = None, normalize_load: bool = False) -> dict[str, Any]:
+    """Measure ``samples`` networks (fit stream), fit overhead + per-type scales, store them in the DB.
+
+    ``normalize_load`` divides the measurements by the load factor (see :func:`measure_networks`), so a
+    correction fitted on a busy shared machine does not learn that day's slowdown.
+    """
+    classes = _classes(lut, space, num_classes)
+    lut.num_classes = classes
+    lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
+    choices = sample_choices(space, samples, seed, FIT_STREAM)
+    preds = [lut.predict(space.to_spec(c)) for c in choices]  # fails early (with the build command) if incomplete
+    measured, load = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    if normalize_load:
+        measured = [m / load for m in measured]
+    params = correction.fit([p.by_type for p in preds], measured)
+    params.update({"load_factor": load, "load_normalized": normalize_load,
+                   "space": space.name, "input_size": space.input_size, "seed": seed, "stream": FIT_STREAM,
+                   "fit_choices": choices, "num_classes": classes})
+    lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic)
+    lut.correction = params
+    return {k: v for k, v in params.items() if k != "fit_choices"}
+
+
+def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0, num_classes: int | None = None,
+             plot: str | Path | None = None, normalize_load: bool = False) -> dict[str, Any]:
+    """Spearman/Pearson/MAPE/within-10% of the plain sum (and the correction, if any) vs measured networks.
+
+    Always reports ``load_factor`` (anchor entries re-timed now / stored). With ``normalize_load`` it also
+    reports the metrics of the measurements divided by it under ``load_normalized`` (the top-level metrics
+    stay the raw ones).
+    """
+    classes = _classes(lut, space, num_classes)
+    lut.num_classes = classes
+    lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
+    fitted = {tuple(c) for c in (lut.correction or {}).get("fit_choices", [])}
+    choices = sample_choices(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
+    preds = [lut.predict(space.to_spec(c)) for c in choices]
+    measured, load = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    plain = [p.total_ms for p in preds]
+    result: dict[str, Any] = {**metrics(plain, measured), "n": len(choices), "backend": lut.backend,
+                              "threads": lut.threads, "statistic": lut.statistic, "space": space.name,
+                              "input_size": space.input_size, "seed": seed, "load_factor": load}
+    corrected = None
+    if lut.correction and all(p.corrected_ms is not None for p in preds):
+        corrected = [float(p.corrected_ms) for p in preds]  # type: ignore[arg-type]
+        result["corrected"] = metrics(corrected, measured)
+    if normalize_load:
+        normalized = [m / load for m in measured]
+        result["load_normalized"] = {"plain": metrics(plain, normalized)}
+        if corrected:
+            result["load_normalized"]["corrected"] = metrics(corrected, normalized)
+    result["samples"] = [{"choices": c, "predicted_ms": p, "measured_ms": m,
+                          **({"corrected_ms": corrected[i]} if corrected else {})}
+                         for i, (c, p, m) in enumerate(zip(choices, plain, measured, strict=True))]
+    if plot:
+        write_plot(plot, plain, measured, corrected, f"{space.name} @{space.input_size}, {lut.backend} "
+                   f"{lut.threads} thread(s)", result)
+        result["plot"] = str(plot)
+    return result
+
+
+def write_plot(path: str | Path, plain: list[float], measured: list[float], corrected: list[float] | None,
+               title: str, stats: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fbnas.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.scatter(measured, plain, s=18, label=f"plain sum (rho={stats['spearman']:.3f}, "
+                                           f"{100 * stats['within_10pct']:.0f}% within 10%)")
+    if corrected is not None:
+        c = stats["corrected"]
+        ax.scatter(measured, corrected, s=18, marker="x",
+                   label=f"corrected (rho={c['spearman']:.3f}, {100 * c['within_10pct']:.0f}% within 10%)")
+    lo = 0.9 * min(measured + plain + (corrected or []))
+    hi = 1.1 * max(measured + plain + (corrected or []))
+    xs = np.linspace(lo, hi, 10)
+    ax.plot(xs, xs, "k-", lw=0.8)
+    ax.plot(xs, 1.1 * xs, "k:", lw=0.6)
+    ax.plot(xs, 0.9 * xs, "k:", lw=0.6)
+    ax.set_xlabel("measured end to end (ms)")
+    ax.set_ylabel("predicted from LUT (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)

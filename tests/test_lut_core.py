@@ -1,0 +1,172 @@
+"""LUT: signatures dedup, DB round trip, prediction vs layer matrix, concurrent writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from fbnas.arch.spec import ArchSpec
+from fbnas.lut import LatencyTable, build_table, needed_entries, space_entries
+from fbnas.lut.signature import spec_entries
+from fbnas.lut.store import LutStore
+from fbnas.space.space import space_from_dict
+
+TINY_SPACE = {
+    "name": "tiny", "input_size": 32, "in_channels": 3, "basic_args": {"width_divisor": 8, "act": "relu"},
+    "candidates": {"c": {"k3_e1": ["ir_k3", {"e": 1}], "k5_e3": ["ir_k5", {"e": 3}], "skip": ["skip", {}]},
+                   "d": {"k3_e3": ["ir_k3", {"e": 3}], "k3_e6": ["ir", {"k": 3, "e": 6}]}},
+    "stages": [{"fixed": ["conv_k3", 8, 2, 1]}, {"search": "c", "c": 8, "s": 1, "n": 2},
+               {"search": "d", "c": 16, "s": 2, "n": 1}, {"fixed": ["conv_k1", 32, 1, 1]}],
+}
+
+
+def tiny_space():
+    return space_from_dict(TINY_SPACE, "tiny", input_size=16)
+
+
+def spec_of(op: str, kwargs: dict, repeats: int = 1) -> ArchSpec:
+    return ArchSpec.from_dict({"name": "t", "input_size": 16, "stages": [[["conv_k3", 8, 2, 1]],
+                                                                       [[op, 8, 1, repeats, kwargs]]]})
+
+
+def test_alias_and_family_share_a_key():
+    a = spec_entries(spec_of("ir_k3", {"e": 3}))
+    b = spec_entries(spec_of("ir", {"k": 3, "e": 3}))
+    c = spec_entries(spec_of("ir", {"k": 5, "e": 3}))
+    assert a[1].key == b[1].key
+    assert a[1].key != c[1].key
+    assert a[1].desc["family"] == "ir"
+
+
+def test_same_block_at_two_positions_dedups():
+    ents = spec_entries(spec_of("ir_k3", {"e": 3}), num_classes=10)
+    names = [e.name for e in ents]
+    assert names == ["stem", "stage1.block0", "classifier"]
+    two = spec_entries(spec_of("ir_k3", {"e": 3}, repeats=2))
+    assert two[1].key == two[2].key and two[1].name != two[2].name
+    # different spatial size -> different key
+    other = spec_entries(spec_of("ir_k3", {"e": 3}).copy(input_size=32))
+    assert other[1].key != ents[1].key
+
+
+def test_init_only_params_do_not_change_key():
+    a = spec_entries(spec_of("ir_k3", {"e": 3}))
+    b = spec_entries(spec_of("ir_k3", {"e": 3, "zero_last_bn_gamma": True}))
+    assert a[1].key == b[1].key
+
+
+def test_space_entries_shapes():
+    space = tiny_space()
+    per_layer, fixed = space_entries(space, num_classes=10)
+    assert [len(x) for x in per_layer] == space.num_choices()
+    assert [e.name for e in fixed] == ["stem", "stage3.block0", "classifier"]
+    # the two c-layers have identical inputs (8->8, s1), so they share all keys
+    assert [e.key for e in per_layer[0]] == [e.key for e in per_layer[1]]
+    assert len(needed_entries(space, num_classes=10)) == 3 + 2 + 3
+
+
+@pytest.fixture(scope="module")
+def tiny_db(tmp_path_factory) -> tuple[Path, object]:
+    path = tmp_path_factory.mktemp("lut") / "tiny.db"
+    space = tiny_space()
+    res = build_table(path, space=space, num_classes=10, progress=False)
+    assert res["measured"] == 8 and res["skipped"] == 0
+    return path, space
+
+
+def test_build_is_incremental_and_force_remeasures(tiny_db):
+    path, space = tiny_db
+    assert build_table(path, space=space, num_classes=10, progress=False)["measured"] == 0
+    spec = ArchSpec.from_dict({"name": "x", "input_size": 16, "stages": [[["conv_k3", 8, 2, 1]],
+                                                                       [["ir_k5", 8, 1, 1, {"e": 6}]]]})
+    other = path.parent / "other.db"
+    assert build_table(other, specs=[spec], num_classes=10, progress=False)["measured"] == 3
+    res = build_table(other, specs=[spec], num_classes=10, progress=False, force=True)
+    assert res["measured"] == 3
+
+
+def test_db_round_trip(tmp_path):
+    db = tmp_path / "rt.db"
+    block = {"kind": "block", "family": "ir", "cin": 8}
+    with LutStore(db, create=True) as s:
+        s.put([{"key": "k1", "value_ms": 1.25, "spread_ms": 0.05, "samples": 17, "block": block}],
+              "torch", 1, {"cpu": "x"})
+    with LutStore(db) as s:
+        row = s.get(["k1", "missing"], "torch", 1)
+        assert set(row) == {"k1"}
+        r = row["k1"]
+        assert (r["value_ms"], r["spread_ms"], r["samples"], r["block"], r["fingerprint"]) == \
+            (1.25, 0.05, 17, block, {"cpu": "x"})
+        assert s.get(["k1"], "torch", 2) == {}
+        assert s.get(["k1"], "onnxruntime", 1) == {}
+
+
+def test_predict_matches_layer_matrix_for_one_hot(tiny_db):
+    path, space = tiny_db
+    lut = LatencyTable(path)
+    m = lut.layer_matrix(space)
+    assert m.shape == (3, 3)
+    assert torch.isinf(m[2, 2]) and torch.isfinite(m[:2]).all()
+    fixed = lut.fixed_ms(space)
+    for choices in ([0, 1, 0], [2, 2, 1], [1, 0, 1]):
+        pred = lut.predict(space.to_spec(choices))
+        assert len(pred.blocks) == 5 + 1
+        matrix_sum = fixed + sum(float(m[li, c]) for li, c in enumerate(choices))
+        assert pred.total_ms == pytest.approx(matrix_sum, rel=1e-5)
+        onehot = [torch.nn.functional.one_hot(torch.tensor(c), 3).float() for c in choices]
+        onehot = [w[:k] for w, k in zip(onehot, space.num_choices(), strict=True)]
+        assert float(lut.expected_ms(space, onehot)) == pytest.approx(matrix_sum, rel=1e-5)
+        assert pred.total_ms == pytest.approx(sum(ms for _, _, ms in pred.blocks))
+    # differentiable: gradient of the expectation w.r.t. the weights is the matrix row
+    w = [torch.full((k,), 1.0 / k, requires_grad=True) for k in space.num_choices()]
+    lut.expected_ms(space, w).backward()
+    assert torch.allclose(w[0].grad, m[0, :3])
+    lut.close()
+
+
+def test_missing_block_error_names_block_and_command(tiny_db):
+    from fbnas.errors import FbnasError
+
+    path, space = tiny_db
+    lut = LatencyTable(path)
+    spec = ArchSpec.from_dict({"name": "x", "input_size": 16, "stages": [[["conv_k3", 8, 2, 1]],
+                                                                       [["ir_k7", 8, 1, 1, {"e": 6}]]]})
+    with pytest.raises(FbnasError) as ei:
+        lut.predict(spec)
+    msg = str(ei.value)
+    assert "stage1.block0" in msg and "k=7" in msg and "fbnas lut build" in msg and str(path) in msg
+    assert "\n" not in msg
+    lut.close()
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from fbnas.lut.store import LutStore
+    db, tag = sys.argv[1], sys.argv[2]
+    for i in range(60):
+        with LutStore(db, create=True) as s:
+            s.put([{"key": f"{tag}-{i}", "value_ms": i, "spread_ms": 0.0, "samples": 1, "block": {"i": i}},
+                   {"key": f"shared-{i}", "value_ms": i, "spread_ms": 0.0, "samples": 1, "block": {"i": i}}],
+                  "torch", 1, {"writer": tag})
+""")
+
+
+def test_two_concurrent_writer_processes(tmp_path):
+    db = tmp_path / "conc.db"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(db), tag], stderr=subprocess.PIPE, text=True)
+             for tag in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    with LutStore(db) as s:
+        rows = s.rows("torch", 1)
+    keys = {r["key"] for r in rows}
+    assert len(keys) == 180
+    assert all(f"a-{i}" in keys and f"b-{i}" in keys and f"shared-{i}" in keys for i in range(60))
