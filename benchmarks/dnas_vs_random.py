@@ -1,0 +1,186 @@
+"""Does DNAS find something? The searched architecture vs. uniformly sampled ones of the same latency.
+
+1. Runs ``fbnas search dnas`` (or reuses ``--search-dir`` when its result.json exists).
+2. Samples architectures uniformly from the same space and keeps the first ``--num-random`` whose LUT latency
+   (or the search's cost when no LUT was configured) lies within ``--tolerance`` of the DNAS architecture's.
+3. Retrains all of them with one recipe (same epochs, seed, data) and compares test accuracy:
+   the check passes when the DNAS architecture is at least as accurate as the median of the random ones.
+
+Every run folder is resumable: run the script again with the same ``--out`` after an interruption.
+
+    .venv/bin/python benchmarks/dnas_vs_random.py --config configs/dnas_fashion_mnist.yaml --preset quick \\
+        --out runs/dnas_vs_random --epochs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/dnas_fashion_mnist.yaml")
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="search config override")
+    p.add_argument("--out", default="runs/dnas_vs_random")
+    p.add_argument("--search-dir", default=None, help="existing/ target search folder (default OUT/search)")
+    p.add_argument("--num-random", type=int, default=5)
+    p.add_argument("--tolerance", type=float, default=0.10, help="relative latency window around the DNAS arch")
+    p.add_argument("--epochs", type=int, default=5, help="retraining epochs (same for every architecture)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--limit-train", type=int, default=None, help="retrain on the first N training images")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sampling and of retraining")
+    p.add_argument("--jobs", type=int, default=1, help="retrain this many architectures at once")
+    return p.parse_args(argv)
+
+
+def run_or_load_search(args: argparse.Namespace, search_dir: Path) -> tuple[dict, dict]:
+    from fbnas.search.dnas import DEFAULTS, run_search
+    from fbnas.search.run import RunFolder, load_config
+
+    folder = RunFolder(search_dir)
+    if folder.file(RunFolder.RESULT).exists():
+        print(f"reusing search result {folder.file(RunFolder.RESULT)}", file=sys.stderr)
+    else:
+        cfg = load_config(args.config, DEFAULTS, args.preset, args.set)
+        resume = folder.file(RunFolder.CHECKPOINT).exists()
+        if resume:
+            cfg = folder.read_config() or cfg
+        run_search(cfg, search_dir, resume=resume, log=lambda m: print(m, file=sys.stderr, flush=True),
+                   source=str(args.config))
+    result = json.loads(folder.file(RunFolder.RESULT).read_text())
+    cfg = folder.read_config()
+    assert cfg is not None
+    return result, cfg
+
+
+def matched_random_archs(result: dict, cfg: dict, num: int, tolerance: float, seed: int) -> tuple[list, dict]:
+    """Uniform samples from the space whose cost is within ``tolerance`` of the DNAS arch (closest if too few)."""
+    from fbnas.search.dnas import load_latency_table, make_cost_model, settings_from_config
+    from fbnas.space.space import load_space
+
+    s = settings_from_config(cfg)
+    space = load_space(s.space_name, input_size=s.input_size, in_channels=s.in_channels,
+                       width_multiplier=s.width_multiplier, strides=s.strides)
+    num_classes = int(result.get("num_classes", 10))
+    lut = None
+    if s.lut_path:
+        s.lut_build = False
+        lut = load_latency_table(s, space, num_classes)
+    if lut is not None:
+        s.cost_kind = "latency"
+    cost_model = make_cost_model(s, space, num_classes, lut)
+    target = cost_model.of_choices(result["choices"])
+    rng = np.random.default_rng(seed)
+    sizes = space.num_choices()
+    k_max = max(sizes)
+    matrix = np.full((len(sizes), k_max), np.inf)
+    for li, row in enumerate(cost_model.layers):
+        matrix[li, : len(row)] = row.numpy()
+    picked: list[list[int]] = []
+    best: list[tuple[float, list[int]]] = []
+    for _ in range(200):  # 200 x 20000 uniform samples at most
+        ch = np.stack([rng.integers(0, k, 20000) for k in sizes], axis=1)
+        costs = cost_model.fixed + matrix[np.arange(len(sizes)), ch].sum(axis=1)
+        rel = np.abs(costs / target - 1.0)
+        for i in np.nonzero(rel <= tolerance)[0]:
+            if len(picked) < num:
+                picked.append([int(c) for c in ch[i]])
+        order = np.argsort(rel)[:num]
+        best.extend((float(rel[i]), [int(c) for c in ch[i]]) for i in order)
+        if len(picked) >= num:
+            break
+    within = len(picked) >= num
+    if not within:
+        best.sort(key=lambda t: t[0])
+        picked = (picked + [c for _, c in best])[:num]
+    entries = []
+    for k, ch in enumerate(picked):
+        spec = space.to_spec(ch, name=f"random{k}")
+        lat = lut.predict(spec).total_ms if lut is not None else None
+        entries.append({"name": f"random{k}", "choices": ch, "choice_names": space.choice_names(ch),
+                        "arch": spec.to_dict(), "cost": cost_model.of_choices(ch), "latency_ms": lat})
+    info = {"cost_kind": cost_model.kind, "unit": cost_model.unit, "dnas_cost": target,
+            "all_within_tolerance": within, "tolerance": tolerance}
+    return entries, info
+
+
+def retrain_all(named_archs: list[tuple[str, dict]], args: argparse.Namespace, cfg: dict, out: Path) -> dict:
+    """Retrain every arch with ``fbnas train`` (``--jobs`` at a time); returns {name: last metrics row}."""
+    import subprocess
+    import time
+
+    from fbnas.io import atomic_write_json, read_jsonl
+
+    data = cfg.get("data", {})
+    cmds = []
+    for name, arch in named_archs:
+        run_dir = out / name
+        arch_file = out / f"{name}.arch.json"
+        atomic_write_json(arch_file, arch)
+        cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(arch_file), "--out", str(run_dir),
+               "--data", data.get("name", "fashion-mnist"), "--epochs", str(args.epochs), "--seed", str(args.seed),
+               "--no-progress"]
+        if data.get("dir"):
+            cmd += ["--data-dir", str(data["dir"])]
+        for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--threads", args.threads),
+                            ("--limit-train", args.limit_train)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        if (run_dir / "checkpoint.pt").exists():
+            cmd += ["--resume"]
+        cmds.append((name, cmd, run_dir))
+    running: list[tuple[str, subprocess.Popen]] = []
+    pending = list(cmds)
+    while pending or running:
+        while pending and len(running) < max(1, args.jobs):
+            name, cmd, run_dir = pending.pop(0)
+            print(f"retraining {name} -> {run_dir}", file=sys.stderr, flush=True)
+            running.append((name, subprocess.Popen(cmd)))
+        time.sleep(1.0)
+        for item in list(running):
+            if item[1].poll() is not None:
+                running.remove(item)
+                if item[1].returncode != 0:
+                    raise SystemExit(f"retraining {item[0]} failed (exit {item[1].returncode})")
+    return {name: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for name, _, run_dir in cmds}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from fbnas.io import atomic_write_json
+    from fbnas.runtime import tune_allocator
+
+    tune_allocator()
+    args = parse_args(argv)
+    out = Path(args.out)
+    search_dir = Path(args.search_dir) if args.search_dir else out / "search"
+    result, cfg = run_or_load_search(args, search_dir)
+    randoms, info = matched_random_archs(result, cfg, args.num_random, args.tolerance, args.seed)
+    metrics = retrain_all([("dnas", result["arch"])] + [(r["name"], r["arch"]) for r in randoms], args, cfg, out)
+    rows = [{"name": "dnas", "choice_names": result["choice_names"], "cost": info["dnas_cost"],
+             "latency_ms": result.get("latency_ms"), **metrics["dnas"]}]
+    for r in randoms:
+        rows.append({"name": r["name"], "choice_names": r["choice_names"], "cost": r["cost"],
+                     "latency_ms": r["latency_ms"], **metrics[r["name"]]})
+    rand_acc = [r["test_acc"] for r in rows[1:]]
+    median = statistics.median(rand_acc)
+    summary = {
+        "dnas_test_acc": rows[0]["test_acc"], "random_test_acc": rand_acc, "random_median_test_acc": median,
+        "dnas_at_least_median": rows[0]["test_acc"] >= median, "epochs": args.epochs, "matching": info,
+        "runs": rows,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Config errors are one line naming the field; presets and --set overrides merge as documented."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from fbnas.cli import main
+from fbnas.errors import FbnasError
+from fbnas.search.dnas import DEFAULTS, settings_from_config
+from fbnas.search.run import load_config
+
+
+def _write(tmp_path, data) -> str:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return str(p)
+
+
+def test_shipped_config_and_quick_preset_resolve():
+    full = settings_from_config(load_config("configs/dnas_fashion_mnist.yaml", DEFAULTS))
+    quick = settings_from_config(load_config("configs/dnas_fashion_mnist.yaml", DEFAULTS, "quick"))
+    assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.t_lr == 0.01 and full.t_weight_decay == 5e-4
+    assert full.tau0 == 5.0 and full.tau_decay == 0.045 and full.theta_split == 0.2 and full.w_momentum == 0.9
+    assert quick.epochs < full.epochs and quick.subset < full.subset and quick.in_channels == 1
+
+
+@pytest.mark.parametrize("override, field", [
+    ({"schedule": {"epochs": "ten"}}, "schedule.epochs"),
+    ({"loss": {"form": "papr"}}, "loss.form"),
+    ({"supernet": {"mode": "medium"}}, "supernet.mode"),
+    ({"schedule": {"warmup_epochs": 99}}, "schedule.warmup_epochs"),
+    ({"loss": {"cost": "latency"}, "lut": {"path": None}}, "lut.path"),
+    ({"loss": {"alpah": 0.3}}, "loss.alpah"),
+])
+def test_bad_fields_name_the_field(tmp_path, override, field):
+    path = _write(tmp_path, {"loss": {"cost": "macs"}, **override} if "lut" not in override else override)
+    with pytest.raises(FbnasError, match=field.replace(".", r"\.")) as e:
+        settings_from_config(load_config(path, DEFAULTS), path)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_prints_one_line_error(tmp_path, capsys):
+    path = _write(tmp_path, {"schedule": {"epochs": 0}, "loss": {"cost": "macs"}})
+    assert main(["search", "dnas", "--config", path, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "schedule.epochs" in err[0]
+    assert main(["search", "dnas", "--config", path, "--out", str(tmp_path / "o"), "--preset", "nope"]) == 2
+    assert "presets.nope" in capsys.readouterr().err
+
+
+def test_set_overrides_and_preset(tmp_path):
+    path = _write(tmp_path, {"schedule": {"epochs": 5}, "presets": {"quick": {"schedule": {"epochs": 2}}}})
+    cfg = load_config(path, DEFAULTS, "quick", ["loss.form=none", "schedule.warmup_epochs=1"])
+    assert cfg["schedule"] == {**DEFAULTS["schedule"], "epochs": 2, "warmup_epochs": 1}
+    assert cfg["loss"]["form"] == "none"

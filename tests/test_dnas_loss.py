@@ -1,0 +1,75 @@
+"""The DNAS loss equals the paper's formula (eq. 2 with eq. 9) and its documented variants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fbnas.errors import FbnasError
+from fbnas.search.loss import CostModel, LossConfig, analytic_cost_model, dnas_loss
+from fbnas.space.space import load_space
+
+
+def _cost_model() -> CostModel:
+    return CostModel("latency", [torch.tensor([1.0, 2.0, 4.0]), torch.tensor([3.0, 0.5])], fixed=5.0, unit="ms")
+
+
+def test_expected_cost_is_eq9():
+    cm = _cost_model()
+    w = [torch.tensor([0.2, 0.3, 0.5]), torch.tensor([0.9, 0.1])]
+    want = 5.0 + (0.2 * 1 + 0.3 * 2 + 0.5 * 4) + (0.9 * 3 + 0.1 * 0.5)
+    assert math.isclose(float(cm.expected(w)), want, rel_tol=1e-6)
+    per_sample = [torch.stack([w[0], torch.tensor([1.0, 0, 0])]), torch.stack([w[1], torch.tensor([0.0, 1])])]
+    got = cm.expected(per_sample)
+    assert got.shape == (2,)
+    assert math.isclose(float(got[1]), 5.0 + 1.0 + 0.5, rel_tol=1e-6)
+    assert cm.of_choices([2, 0]) == 5.0 + 4.0 + 3.0
+
+
+def test_paper_and_reference_forms():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 10), torch.randint(0, 10, (8,))
+    ce = float(torch.nn.functional.cross_entropy(logits, labels))
+    lat = torch.tensor(23.1)
+    paper, parts = dnas_loss(logits, labels, lat, LossConfig(form="paper", alpha=0.2, beta=0.6))
+    assert math.isclose(float(paper), ce * 0.2 * math.log(23.1) ** 0.6, rel_tol=1e-5)
+    assert math.isclose(parts["ce"], ce, rel_tol=1e-6) and math.isclose(parts["cost"], 23.1, rel_tol=1e-6)
+    ref, _ = dnas_loss(logits, labels, lat, LossConfig(form="reference", alpha=0.2, beta=0.6))
+    assert math.isclose(float(ref), 0.2 * ce * math.log(23.1 ** 0.6), rel_tol=1e-5)
+    assert math.isclose(float(ref), 0.2 * 0.6 * ce * math.log(23.1), rel_tol=1e-5)
+    assert not math.isclose(float(ref), float(paper), rel_tol=1e-3)
+    none, _ = dnas_loss(logits, labels, lat, LossConfig(form="none"))
+    assert math.isclose(float(none), ce, rel_tol=1e-6)
+
+
+def test_target_forms_and_gradient_through_weights():
+    logits, labels = torch.zeros(2, 3), torch.tensor([0, 1])
+    ce = math.log(3)
+    for penalty, cost, want in (("hinge", 12.0, ce + 2.0 * 0.2), ("hinge", 8.0, ce), ("abs", 8.0, ce + 2.0 * 0.2)):
+        cfg = LossConfig(form="target", target=10.0, lam=2.0, penalty=penalty)
+        loss, _ = dnas_loss(logits, labels, torch.tensor(cost), cfg)
+        assert math.isclose(float(loss), want, rel_tol=1e-5), penalty
+    theta = torch.zeros(3, requires_grad=True)
+    cm = CostModel("latency", [torch.tensor([5.0, 10.0, 20.0])], fixed=2.0, unit="ms")
+    loss, _ = dnas_loss(logits, labels, cm.expected([torch.softmax(theta, 0)]), LossConfig())
+    loss.backward()
+    assert theta.grad[2] > 0 > theta.grad[0]  # the costly candidate is pushed down
+
+
+def test_analytic_costs_match_counting_and_cost_range_check():
+    from fbnas.cost.counting import count
+
+    space = load_space("fbnet_v1", input_size=16, in_channels=1, width_multiplier=0.25)
+    for kind in ("macs", "params"):
+        cm = analytic_cost_model(space, kind, num_classes=10)
+        for choices in ([0] * 22, [8] * 22, [i % 9 for i in range(22)]):
+            rep = count(space.to_spec(choices), num_classes=10)
+            want = (rep.macs if kind == "macs" else rep.params) / 1e6
+            assert math.isclose(cm.of_choices(choices), want, rel_tol=1e-6)
+    with pytest.raises(FbnasError, match="cost_scale"):
+        LossConfig(form="paper").check_cost_range(0.5)
+    LossConfig(form="paper", cost_scale=10).check_cost_range(0.5)
+    with pytest.raises(FbnasError, match="loss.target"):
+        LossConfig(form="target").validate()
