@@ -1,4 +1,5 @@
-# fbnas: set-up and main jobs. `make demo` runs the main job on Fashion-MNIST; `make test` runs the tests.
+# fbnas: set-up and main jobs. `make search` runs the main job (quick DNAS search on Fashion-MNIST);
+# `make test` runs the tests; `make demo` trains, profiles and exports a small model.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FBNAS := $(VENV)/bin/fbnas
@@ -28,6 +29,10 @@ demo: setup data
 	$(FBNAS) train --arch configs/fmnist_small.yaml --data fashion-mnist --epochs 1 --out $(OUT)/demo
 	$(FBNAS) profile $(OUT)/demo/checkpoint.pt
 	$(FBNAS) export $(OUT)/demo/checkpoint.pt --format onnx --out $(OUT)/demo/model.onnx
+
+# main job: the quick FBNetV1 DNAS search on Fashion-MNIST (resumable: run it again after Ctrl-C)
+search: setup data
+	$(FBNAS) search dnas --config configs/dnas_fashion_mnist.yaml --preset quick --out $(OUT)/search --resume
 
 test: setup data
 	$(PY) -m pytest -q
