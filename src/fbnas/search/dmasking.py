@@ -1,0 +1,300 @@
+"""FBNetV2 DMaskingNAS search: ``fbnas search dmasking --config FILE --out DIR [--preset quick] [--resume]``.
+
+Channel widths (per stage), hidden widths (per block expansion) and the input resolution are searched by
+masking a single supernet at its largest shapes (:mod:`fbnas.search.masking`); the resource term of the loss
+is the effective-shape MACs or params (eqs. 5-10). The schedule, loss forms, run folder, checkpoint/resume
+and Gumbel noise streams are those of the DNAS search (:mod:`fbnas.search.dnas`), whose weight/theta steps
+are reused as they are: the supernet and cost model here have the same interface.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fbnas.errors import FbnasError
+from fbnas.search import register_strategy
+from fbnas.search.dmasking_space import DMaskingSpace, parse_space
+from fbnas.search.dnas import (
+    STREAM_SAMPLES,
+    _add_args,
+    _cosine_lambda,
+    _train_theta,
+    _train_weights,
+    make_loaders,
+)
+from fbnas.search.gumbel import step_generator, temperature
+from fbnas.search.loss import FORMS, PENALTIES, LossConfig
+from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
+from fbnas.search.run import (
+    ConfigView,
+    RunFolder,
+    choices_probability,
+    load_config,
+    rng_state,
+    sample_choices,
+    seed_everything,
+    set_rng_state,
+    theta_history,
+)
+
+DEFAULT_SPACE: dict[str, Any] = {
+    "input_size": 28,
+    "in_channels": 1,
+    "resolutions": [28, 24, 20],
+    "width_divisor": 4,
+    "act": "relu",
+    "stem": {"c": [8, 12, 16], "s": 2, "k": 3, "act": "hswish"},
+    "stages": [
+        {"c": [8, 12, 16], "s": 1, "n": 1, "e": [1], "k": 3},
+        {"c": [16, 20, 24], "s": 2, "n": 2, "e": [1, 2, 3, 4], "k": 3},
+        {"c": [24, 32, 40], "s": 2, "n": 2, "e": [1, 2, 3, 4], "k": 5, "se": "hsigmoid", "act": "hswish"},
+    ],
+    "last": {"c": 128, "act": "hswish"},
+    "dropout": 0.1,
+}
+
+DEFAULTS: dict[str, Any] = {
+    "seed": 0,
+    "threads": None,
+    "space": DEFAULT_SPACE,
+    "data": {"name": "fashion-mnist", "dir": None, "subset": None, "theta_split": 0.2, "batch_size": 128,
+             "augment": False, "channels_last": False},
+    "supernet": {"mode": "soft"},
+    "schedule": {"epochs": 10, "warmup_epochs": 2, "tau0": 5.0, "tau_decay": 0.045},
+    "weights_optimizer": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "nesterov": False, "min_lr": 0.0},
+    "theta_optimizer": {"lr": 0.01, "weight_decay": 5e-4},
+    "loss": {"form": "target", "alpha": 0.2, "beta": 0.6, "cost": "macs", "target": 2.0, "lambda": 1.0,
+             "penalty": "abs", "cost_scale": 1.0, "weight_loss": "ce"},
+    "result": {"samples": 3},
+}
+
+
+@dataclass
+class DMaskingSettings:
+    """Validated config; has the attribute names the DNAS data loaders and steps read."""
+
+    seed: int
+    threads: int | None
+    space: DMaskingSpace
+    input_size: int
+    in_channels: int
+    data_name: str
+    data_dir: str | None
+    subset: int | None
+    theta_split: float
+    batch_size: int
+    augment: bool
+    channels_last: bool
+    hard: bool
+    epochs: int
+    warmup_epochs: int
+    tau0: float
+    tau_decay: float
+    w_lr: float
+    w_momentum: float
+    w_weight_decay: float
+    w_nesterov: bool
+    w_min_lr: float
+    t_lr: float
+    t_weight_decay: float
+    loss: LossConfig
+    cost_kind: str
+    weight_loss: str
+    num_samples: int
+
+
+def settings_from_config(cfg: dict, source: str = "config") -> DMaskingSettings:
+    v = ConfigView(cfg, source)
+    loss = LossConfig(form=v.str("loss.form", FORMS), alpha=v.float("loss.alpha"), beta=v.float("loss.beta"),
+                      target=v.float("loss.target", optional=True), lam=v.float("loss.lambda"),
+                      penalty=v.str("loss.penalty", PENALTIES), cost_scale=v.float("loss.cost_scale"))
+    loss.validate(f"{source}: loss")
+    space = parse_space(v.raw("space"), source)
+    s = DMaskingSettings(
+        seed=v.int("seed", 0), threads=v.int("threads", 1, optional=True), space=space,
+        input_size=space.input_size, in_channels=space.in_channels,
+        data_name=v.str("data.name"), data_dir=v.str("data.dir", optional=True),
+        subset=v.int("data.subset", 10, optional=True),
+        theta_split=v.float("data.theta_split", 0.0, 0.9, strict_min=True),
+        batch_size=v.int("data.batch_size", 1), augment=v.bool("data.augment"),
+        channels_last=v.bool("data.channels_last"),
+        hard=v.str("supernet.mode", ("soft", "hard")) == "hard",
+        epochs=v.int("schedule.epochs", 1), warmup_epochs=v.int("schedule.warmup_epochs", 0),
+        tau0=v.float("schedule.tau0", 0.0, strict_min=True), tau_decay=v.float("schedule.tau_decay", 0.0),
+        w_lr=v.float("weights_optimizer.lr", 0.0, strict_min=True),
+        w_momentum=v.float("weights_optimizer.momentum", 0.0, 1.0),
+        w_weight_decay=v.float("weights_optimizer.weight_decay", 0.0),
+        w_nesterov=v.bool("weights_optimizer.nesterov"), w_min_lr=v.float("weights_optimizer.min_lr", 0.0),
+        t_lr=v.float("theta_optimizer.lr", 0.0, strict_min=True),
+        t_weight_decay=v.float("theta_optimizer.weight_decay", 0.0),
+        loss=loss, cost_kind=v.str("loss.cost", ("macs", "params")),
+        weight_loss=v.str("loss.weight_loss", ("ce", "full")), num_samples=v.int("result.samples", 0),
+    )
+    if s.warmup_epochs >= s.epochs:
+        raise v.fail("schedule.warmup_epochs", f"must be < schedule.epochs ({s.epochs}) so theta trains at all, "
+                                               f"got {s.warmup_epochs}")
+    return s
+
+
+def describe(net: DMaskingSupernet, choices: list[int], name: str) -> dict:
+    """A result entry: arch spec, choices, names, analytic MACs/params (of the spec) and effective cost."""
+    from fbnas.cost.counting import count
+
+    spec = net.space.to_spec(choices, name=name)
+    report = count(spec, num_classes=net.num_classes)
+    return {"arch": spec.to_dict(), "choices": [int(c) for c in choices],
+            "choice_names": net.space.choice_names(choices), "latency_ms": None,
+            "macs": int(report.macs), "params": int(report.params)}
+
+
+def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, source: str = "config",
+               stop_after_epoch: int | None = None) -> dict:
+    """Run (or resume) a DMaskingNAS search with the resolved ``cfg``; returns the result.json document."""
+    from fbnas.runtime import set_threads
+
+    s = settings_from_config(cfg, source)
+    folder = RunFolder(out)
+    resuming = folder.prepare(resume)
+    if resuming:
+        saved = folder.read_config()
+        if saved is not None and saved != cfg:
+            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json")
+    set_threads(s.threads)
+    seed_everything(s.seed)
+    w_loader, t_loader, num_classes = make_loaders(s)
+    if len(w_loader) == 0 or len(t_loader) == 0:
+        raise FbnasError(f"{source}: data.batch_size: {s.batch_size} is larger than a split "
+                         f"({len(w_loader)} weight / {len(t_loader)} theta batches); lower it or raise data.subset")
+    net = DMaskingSupernet(s.space, num_classes, hard=s.hard)
+    cost_model = EffectiveCostModel(net, s.cost_kind)
+    lo, hi = cost_model.min_max()
+    s.loss.check_cost_range(lo, f"{source}: loss")
+    if s.loss.form == "target" and s.loss.target is not None and not lo <= s.loss.target <= hi:
+        log(f"warning: loss.target {s.loss.target} {cost_model.unit} is outside the space's range "
+            f"[{lo:.4g}, {hi:.4g}]")
+    weight_params, arch_params = net.weight_parameters(), net.arch_parameters()
+    opt_w = torch.optim.SGD(weight_params, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay,
+                            nesterov=s.w_nesterov and s.w_momentum > 0)
+    opt_t = torch.optim.Adam(arch_params, lr=s.t_lr, weight_decay=s.t_weight_decay)
+    sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, _cosine_lambda(s.epochs * len(w_loader), s.w_lr, s.w_min_lr))
+
+    history: list[dict] = []
+    theta_epochs: list[dict] = []
+    start_epoch, elapsed = 0, 0.0
+    if resuming:
+        ck = folder.load_checkpoint()
+        net.load_state_dict(ck["model"])
+        opt_w.load_state_dict(ck["opt_weights"])
+        opt_t.load_state_dict(ck["opt_theta"])
+        sched_w.load_state_dict(ck["sched_weights"])
+        set_rng_state(ck["rng"])
+        history, theta_epochs = ck["history"], ck["theta_epochs"]
+        start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
+        log(f"resuming {folder.path} after epoch {start_epoch - 1}")
+    else:
+        folder.write_config(cfg)
+    layer_names = [g.name for g in s.space.groups]
+    cand_names = [list(g.labels) for g in s.space.groups]
+
+    for epoch in range(start_epoch, s.epochs):
+        t0 = time.perf_counter()
+        search_epoch = epoch >= s.warmup_epochs
+        tau = temperature(max(0, epoch - s.warmup_epochs), s.tau0, s.tau_decay)
+        rec: dict[str, Any] = {"epoch": epoch, "tau": tau, "phase": "search" if search_epoch else "warmup"}
+        rec.update(_train_weights(net, w_loader, opt_w, sched_w, cost_model, s, epoch, tau))
+        if search_epoch:
+            rec.update(_train_theta(net, t_loader, opt_t, cost_model, s, epoch, tau))
+        rec["argmax_cost"] = cost_model.of_choices(net.argmax_choices())
+        rec["lr"] = opt_w.param_groups[0]["lr"]
+        elapsed += time.perf_counter() - t0
+        rec["elapsed_s"] = round(elapsed, 3)
+        history.append(rec)
+        theta_epochs.append({"epoch": epoch, "tau": tau, "theta": [t.detach().tolist() for t in arch_params],
+                             "probs": [p.tolist() for p in net.probabilities()]})
+        folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
+                                "opt_theta": opt_t.state_dict(), "sched_weights": sched_w.state_dict(),
+                                "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
+                                "elapsed_s": elapsed, "config": cfg})
+        hist_doc = theta_history(layer_names, cand_names, theta_epochs)
+        folder.write_theta_history(hist_doc)
+        folder.write_heatmap(hist_doc)
+        log(_epoch_line(rec, cost_model.unit))
+        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+            return {}
+
+    result = build_result(net, s, cost_model, history)
+    folder.write_result(result)
+    return result
+
+
+def _epoch_line(rec: dict, unit: str) -> str:
+    parts = [f"epoch {rec['epoch']:3d} [{rec['phase']}] tau {rec['tau']:.3f}",
+             f"w_ce {rec['w_ce']:.4f} w_acc {rec['w_acc']:.4f}"]
+    if "t_loss" in rec:
+        parts.append(f"t_loss {rec['t_loss']:.4f} t_ce {rec['t_ce']:.4f} E[cost] {rec['t_cost']:.3f}")
+    parts.append(f"argmax {rec['argmax_cost']:.3f} {unit} ({rec['elapsed_s']:.0f}s)")
+    return " | ".join(parts)
+
+
+def build_result(net: DMaskingSupernet, s: DMaskingSettings, cost_model: EffectiveCostModel,
+                 history: list[dict]) -> dict:
+    """result.json: the argmax of every g as an arch spec, with analytic MACs/params, plus samples."""
+    probs = net.probabilities()
+    choices = net.argmax_choices()
+    best = describe(net, choices, "dmasking_argmax")
+    samples = []
+    gen = step_generator(s.seed, 0, STREAM_SAMPLES)
+    for k, ch in enumerate(sample_choices(probs, s.num_samples, gen)):
+        entry = describe(net, ch, f"dmasking_sample{k}")
+        entry["probability"] = choices_probability(probs, ch)
+        entry["cost"] = cost_model.of_choices(ch)
+        samples.append(entry)
+    lo, hi = cost_model.min_max()
+    return {
+        "strategy": "dmasking",
+        **best,
+        "probability": choices_probability(probs, choices),
+        "cost": {"kind": cost_model.kind, "unit": cost_model.unit, "value": cost_model.of_choices(choices),
+                 "target": s.loss.target if s.loss.form == "target" else None, "space_min": lo, "space_max": hi},
+        "num_classes": net.num_classes,
+        "samples": samples,
+        "groups": [g.name for g in s.space.groups],
+        "probs": [p.tolist() for p in probs],
+        "epochs": len(history),
+        "final": {k: v for k, v in history[-1].items() if k != "elapsed_s"} if history else {},
+        "timing": {"search_seconds": history[-1]["elapsed_s"] if history else 0.0},
+    }
+
+
+def format_result(result: dict) -> str:
+    lines = ["found architecture (argmax of every Gumbel choice):"]
+    lines += [f"  {name}" for name in result["choice_names"]]
+    lines.append(f"input {result['arch']['input_size']}  MACs: {result['macs'] / 1e6:.3f} M   "
+                 f"params: {result['params'] / 1e6:.3f} M")
+    c = result["cost"]
+    target = f" (target {c['target']})" if c.get("target") is not None else ""
+    lines.append(f"search cost ({c['kind']}): {c['value']:.3f} {c['unit']}{target}")
+    return "\n".join(lines)
+
+
+def _run_cli(args) -> int:
+    cfg = load_config(args.config, DEFAULTS, args.preset, args.set)
+    folder = RunFolder(args.out)
+    if args.resume and folder.file(RunFolder.CHECKPOINT).exists():
+        saved = folder.read_config()
+        if saved is not None:
+            cfg = saved
+    result = run_search(cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True),
+                        source=str(args.config))
+    print(format_result(result))
+    print(f"result: {folder.file(RunFolder.RESULT)}")
+    return 0
+
+
+register_strategy("dmasking", "FBNetV2 DMaskingNAS: channel / expansion / resolution search by masking",
+                  _add_args, _run_cli)
