@@ -169,10 +169,10 @@ def test_fit_correction_then_validate_json_and_plot(built_db, space_file, tmp_pa
     from fbnas.lut.store import LutStore
 
     with LutStore(built_db) as s:
-        fitted = s.get_correction("torch", 1, "contiguous", "cpu_median")["fit_choices"]
+        fitted = s.get_correction("torch", 1, "contiguous", "cpu_median_cold")["fit_choices"]
     assert not {tuple(c) for c in fitted} & {tuple(x["choices"]) for x in out["samples"]}
     shown = run("lut", "show", "--db", str(built_db))
-    assert shown.returncode == 0 and "correction torch/1/cpu_median" in shown.stdout
+    assert shown.returncode == 0 and "correction torch/1/cpu_median_cold" in shown.stdout
 
 
 def test_bad_statistic_and_threads(built_db):

@@ -13,8 +13,9 @@ def _setting_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--channels-last", action="store_true", help="torch: channels_last memory format")
     p.add_argument("--statistic", default="auto",
-                   help="per-entry statistic: auto (default: cpu_median for 1 thread, else median), median "
-                        "(wall clock), cpu_median (thread CPU clock, robust to other processes), p10")
+                   help="per-entry statistic: auto (default: cpu_median_cold for 1 thread, else median_cold), median "
+                        "(wall clock), cpu_median (thread CPU clock, robust to other processes), p10; *_cold: "
+                        "L2 evicted before every timed call")
 
 
 def _shape_args(p: argparse.ArgumentParser, space_required: bool = False) -> None:
@@ -81,7 +82,7 @@ def add_parser(sub) -> None:
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--batch", type=int, default=1)
     e.add_argument("--statistic", default="auto", help="statistic the target script reports (auto, median, "
-                   "cpu_median, p10)")
+                   "cpu_median, p10, median_cold, cpu_median_cold)")
     e.set_defaults(func=_export)
 
     i = lsub.add_parser("import", help="load target_script.py results into a LUT")

@@ -127,8 +127,8 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
     """Measure every entry that ``space`` and ``specs`` need and the DB lacks (all of them with ``force``).
 
     ``statistic``: ``median`` (wall clock), ``cpu_median`` (the thread's CPU clock: time preempted by other
-    processes left out; 1 thread only), ``p10`` (wall-clock 10th percentile) or ``auto`` (cpu_median for
-    1 thread, else median). Tables and end-to-end checks must use the same one.
+    processes left out; 1 thread only), ``p10`` (wall-clock 10th percentile), their ``*_cold`` variants (L2 evicted
+    before every timed call, as inside a network) or ``auto`` (cpu_median_cold for 1 thread, else median_cold). Tables and end-to-end checks must use the same one.
     """
     check_backend(backend, channels_last, statistic)
     statistic = resolve_statistic(statistic, threads)
