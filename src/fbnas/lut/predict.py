@@ -128,7 +128,8 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
 
     ``statistic``: ``median`` (wall clock), ``cpu_median`` (the thread's CPU clock: time preempted by other
     processes left out; 1 thread only), ``p10`` (wall-clock 10th percentile), their ``*_cold`` variants (L2 evicted
-    before every timed call, as inside a network) or ``auto`` (cpu_median_cold for 1 thread, else median_cold). Tables and end-to-end checks must use the same one.
+    before every timed call, as inside a network) or ``auto`` (cpu_median_cold for 1 thread,
+    else median_cold). Tables and end-to-end checks must use the same one.
     """
     check_backend(backend, channels_last, statistic)
     statistic = resolve_statistic(statistic, threads)

@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results.json", help="where to write the results JSON")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--statistic", default=None, choices=["auto", *sorted(STATISTICS)],
-                    help="statistic per op (default: the manifest's, else auto: cpu_median_cold for 1 thread, else median_cold)")
+                    help="statistic per op (default: the manifest's, else auto: cpu_median_cold for 1 thread, "
+                         "else median_cold)")
     args = ap.parse_args(argv)
     manifest_path = os.path.join(args.ops_dir, "manifest.json")
     try:

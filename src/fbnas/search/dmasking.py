@@ -9,25 +9,16 @@ are reused as they are: the supernet and cost model here have the same interface
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
+from fbnas.search.alternating import STREAM_SAMPLES, run_alternating
 from fbnas.search.dmasking_space import DMaskingSpace, parse_space
-from fbnas.search.dnas import (
-    STREAM_SAMPLES,
-    _add_args,
-    _cosine_lambda,
-    _train_theta,
-    _train_weights,
-    make_loaders,
-)
-from fbnas.search.gumbel import step_generator, temperature
+from fbnas.search.dnas import _add_args, make_loaders
+from fbnas.search.gumbel import step_generator
 from fbnas.search.loss import FORMS, PENALTIES, LossConfig
 from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
 from fbnas.search.run import (
@@ -35,11 +26,8 @@ from fbnas.search.run import (
     RunFolder,
     choices_probability,
     load_config,
-    rng_state,
     sample_choices,
     seed_everything,
-    set_rng_state,
-    theta_history,
 )
 
 DEFAULT_SPACE: dict[str, Any] = {
@@ -177,68 +165,16 @@ def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, sour
     if s.loss.form == "target" and s.loss.target is not None and not lo <= s.loss.target <= hi:
         log(f"warning: loss.target {s.loss.target} {cost_model.unit} is outside the space's range "
             f"[{lo:.4g}, {hi:.4g}]")
-    weight_params, arch_params = net.weight_parameters(), net.arch_parameters()
-    opt_w = torch.optim.SGD(weight_params, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay,
-                            nesterov=s.w_nesterov and s.w_momentum > 0)
-    opt_t = torch.optim.Adam(arch_params, lr=s.t_lr, weight_decay=s.t_weight_decay)
-    sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, _cosine_lambda(s.epochs * len(w_loader), s.w_lr, s.w_min_lr))
-
-    history: list[dict] = []
-    theta_epochs: list[dict] = []
-    start_epoch, elapsed = 0, 0.0
-    if resuming:
-        ck = folder.load_checkpoint()
-        net.load_state_dict(ck["model"])
-        opt_w.load_state_dict(ck["opt_weights"])
-        opt_t.load_state_dict(ck["opt_theta"])
-        sched_w.load_state_dict(ck["sched_weights"])
-        set_rng_state(ck["rng"])
-        history, theta_epochs = ck["history"], ck["theta_epochs"]
-        start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
-        log(f"resuming {folder.path} after epoch {start_epoch - 1}")
-    else:
-        folder.write_config(cfg)
     layer_names = [g.name for g in s.space.groups]
     cand_names = [list(g.labels) for g in s.space.groups]
-
-    for epoch in range(start_epoch, s.epochs):
-        t0 = time.perf_counter()
-        search_epoch = epoch >= s.warmup_epochs
-        tau = temperature(max(0, epoch - s.warmup_epochs), s.tau0, s.tau_decay)
-        rec: dict[str, Any] = {"epoch": epoch, "tau": tau, "phase": "search" if search_epoch else "warmup"}
-        rec.update(_train_weights(net, w_loader, opt_w, sched_w, cost_model, s, epoch, tau))
-        if search_epoch:
-            rec.update(_train_theta(net, t_loader, opt_t, cost_model, s, epoch, tau))
-        rec["argmax_cost"] = cost_model.of_choices(net.argmax_choices())
-        rec["lr"] = opt_w.param_groups[0]["lr"]
-        elapsed += time.perf_counter() - t0
-        rec["elapsed_s"] = round(elapsed, 3)
-        history.append(rec)
-        theta_epochs.append({"epoch": epoch, "tau": tau, "theta": [t.detach().tolist() for t in arch_params],
-                             "probs": [p.tolist() for p in net.probabilities()]})
-        folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
-                                "opt_theta": opt_t.state_dict(), "sched_weights": sched_w.state_dict(),
-                                "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
-                                "elapsed_s": elapsed, "config": cfg})
-        hist_doc = theta_history(layer_names, cand_names, theta_epochs)
-        folder.write_theta_history(hist_doc)
-        folder.write_heatmap(hist_doc)
-        log(_epoch_line(rec, cost_model.unit))
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            return {}
+    history = run_alternating(net, w_loader, t_loader, cost_model, s, folder, cfg, resuming, layer_names, cand_names,
+                              log, stop_after_epoch)
+    if history is None:
+        return {}
 
     result = build_result(net, s, cost_model, history)
     folder.write_result(result)
     return result
-
-
-def _epoch_line(rec: dict, unit: str) -> str:
-    parts = [f"epoch {rec['epoch']:3d} [{rec['phase']}] tau {rec['tau']:.3f}",
-             f"w_ce {rec['w_ce']:.4f} w_acc {rec['w_acc']:.4f}"]
-    if "t_loss" in rec:
-        parts.append(f"t_loss {rec['t_loss']:.4f} t_ce {rec['t_ce']:.4f} E[cost] {rec['t_cost']:.3f}")
-    parts.append(f"argmax {rec['argmax_cost']:.3f} {unit} ({rec['elapsed_s']:.0f}s)")
-    return " | ".join(parts)
 
 
 def build_result(net: DMaskingSupernet, s: DMaskingSettings, cost_model: EffectiveCostModel,

@@ -12,36 +12,28 @@ continues bit-exactly on CPU. Gumbel noise comes from :func:`fbnas.search.gumbel
 
 from __future__ import annotations
 
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
-from fbnas.search.gumbel import step_generator, temperature
-from fbnas.search.loss import COST_KINDS, FORMS, PENALTIES, CostModel, LossConfig, analytic_cost_model, dnas_loss
+from fbnas.search.alternating import STREAM_SAMPLES, run_alternating
+from fbnas.search.gumbel import step_generator
+from fbnas.search.loss import COST_KINDS, FORMS, PENALTIES, CostModel, LossConfig, analytic_cost_model
 from fbnas.search.run import (
     ConfigView,
     RunFolder,
     choices_probability,
     describe_arch,
     load_config,
-    rng_state,
     sample_choices,
     seed_everything,
-    set_rng_state,
-    theta_history,
 )
 from fbnas.search.supernet import MODES, NOISE, Supernet
-
-# Streams of step_generator: one per kind of random draw, so they never collide.
-STREAM_WEIGHTS, STREAM_THETA, STREAM_SAMPLES = 0, 1, 2
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
@@ -259,34 +251,6 @@ def make_cost_model(s: SearchSettings, space, num_classes: int, lut) -> CostMode
 # ---- the search -----------------------------------------------------------------------------------
 
 
-def _cosine_lambda(total_steps: int, base_lr: float, min_lr: float):
-    def f(step: int) -> float:
-        t = min(step, total_steps) / max(1, total_steps)
-        return (min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t))) / base_lr
-    return f
-
-
-class _FrozenWeights:
-    """Turn off weight gradients during the theta step (only activations' gradients are needed)."""
-
-    def __init__(self, params: list[torch.nn.Parameter]) -> None:
-        self.params = params
-
-    def __enter__(self) -> None:
-        for p in self.params:
-            p.requires_grad_(False)
-
-    def __exit__(self, *exc: Any) -> None:
-        for p in self.params:
-            p.requires_grad_(True)
-
-
-def _progress(total: int, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False, file=sys.stderr, disable=not sys.stderr.isatty())
-
-
 def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, source: str = "config",
                stop_after_epoch: int | None = None) -> dict:
     """Run (or resume) a DNAS search with the resolved ``cfg``; returns the result.json document.
@@ -317,131 +281,16 @@ def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, sour
     net = Supernet(space, num_classes, mode=s.mode, noise=s.noise)
     if s.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    weight_params, arch_params = net.weight_parameters(), net.arch_parameters()
-    opt_w = torch.optim.SGD(weight_params, lr=s.w_lr, momentum=s.w_momentum, weight_decay=s.w_weight_decay,
-                            nesterov=s.w_nesterov and s.w_momentum > 0)
-    opt_t = torch.optim.Adam(arch_params, lr=s.t_lr, weight_decay=s.t_weight_decay)
-    steps_w = len(w_loader)
-    sched_w = torch.optim.lr_scheduler.LambdaLR(opt_w, _cosine_lambda(s.epochs * steps_w, s.w_lr, s.w_min_lr))
-
-    history: list[dict] = []
-    theta_epochs: list[dict] = []
-    start_epoch, elapsed = 0, 0.0
-    if resuming:
-        ck = folder.load_checkpoint()
-        net.load_state_dict(ck["model"])
-        opt_w.load_state_dict(ck["opt_weights"])
-        opt_t.load_state_dict(ck["opt_theta"])
-        sched_w.load_state_dict(ck["sched_weights"])
-        set_rng_state(ck["rng"])
-        history, theta_epochs = ck["history"], ck["theta_epochs"]
-        start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
-        log(f"resuming {folder.path} after epoch {start_epoch - 1}")
-    else:
-        folder.write_config(cfg)
     layer_names = [f"L{li}:s{layer.stage}" for li, layer in enumerate(space.layers)]
     cand_names = [[c.name for c in layer.candidates] for layer in space.layers]
-
-    for epoch in range(start_epoch, s.epochs):
-        t0 = time.perf_counter()
-        search_epoch = epoch >= s.warmup_epochs
-        tau = temperature(max(0, epoch - s.warmup_epochs), s.tau0, s.tau_decay)
-        rec: dict[str, Any] = {"epoch": epoch, "tau": tau, "phase": "search" if search_epoch else "warmup"}
-        rec.update(_train_weights(net, w_loader, opt_w, sched_w, cost_model, s, epoch, tau))
-        if search_epoch:
-            rec.update(_train_theta(net, t_loader, opt_t, cost_model, s, epoch, tau))
-        choices = net.argmax_choices()
-        rec["argmax_cost"] = cost_model.of_choices(choices)
-        rec["lr"] = opt_w.param_groups[0]["lr"]
-        elapsed += time.perf_counter() - t0
-        rec["elapsed_s"] = round(elapsed, 3)
-        history.append(rec)
-        theta_epochs.append({"epoch": epoch, "tau": tau,
-                             "theta": [t.detach().tolist() for t in arch_params],
-                             "probs": [p.tolist() for p in net.probabilities()]})
-        folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
-                                "opt_theta": opt_t.state_dict(), "sched_weights": sched_w.state_dict(),
-                                "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
-                                "elapsed_s": elapsed, "config": cfg})
-        hist_doc = theta_history(layer_names, cand_names, theta_epochs)
-        folder.write_theta_history(hist_doc)
-        folder.write_heatmap(hist_doc)
-        log(_epoch_line(rec, cost_model))
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
-            return {}
+    history = run_alternating(net, w_loader, t_loader, cost_model, s, folder, cfg, resuming, layer_names, cand_names,
+                              log, stop_after_epoch)
+    if history is None:
+        return {}
 
     result = build_result(net, space, s, cost_model, lut, num_classes, history)
     folder.write_result(result)
     return result
-
-
-def _epoch_line(rec: dict, cost_model: CostModel) -> str:
-    parts = [f"epoch {rec['epoch']:3d} [{rec['phase']}] tau {rec['tau']:.3f}",
-             f"w_ce {rec['w_ce']:.4f} w_acc {rec['w_acc']:.4f}"]
-    if "t_loss" in rec:
-        parts.append(f"t_loss {rec['t_loss']:.4f} t_ce {rec['t_ce']:.4f} E[cost] {rec['t_cost']:.3f}")
-    parts.append(f"argmax {rec['argmax_cost']:.3f} {cost_model.unit} ({rec['elapsed_s']:.0f}s)")
-    return " | ".join(parts)
-
-
-def _train_weights(net: Supernet, loader, opt, sched, cost_model: CostModel, s: SearchSettings, epoch: int,
-                   tau: float) -> dict:
-    net.train()
-    loader.set_epoch(epoch)
-    n_batches = len(loader)
-    total_ce, correct, seen = 0.0, 0, 0
-    bar = _progress(n_batches, f"epoch {epoch} weights")
-    for i, (x, y) in enumerate(loader):
-        step = epoch * n_batches + i
-        with torch.no_grad():
-            sample = net.arch_weights(tau, step_generator(s.seed, step, STREAM_WEIGHTS), batch_size=x.shape[0])
-        logits = net(x, sample)
-        if s.weight_loss == "full" and s.loss.form != "none":
-            loss, parts = dnas_loss(logits, y, cost_model.expected(sample.weights), s.loss)
-            ce = parts["ce"]
-        else:
-            loss = F.cross_entropy(logits, y)
-            ce = float(loss.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        total_ce += ce * len(y)
-        correct += int((logits.detach().argmax(1) == y).sum())
-        seen += len(y)
-        bar.update(1)
-    bar.close()
-    return {"w_ce": total_ce / max(1, seen), "w_acc": correct / max(1, seen)}
-
-
-def _train_theta(net: Supernet, loader, opt, cost_model: CostModel, s: SearchSettings, epoch: int,
-                 tau: float) -> dict:
-    net.train()
-    loader.set_epoch(epoch)
-    n_batches = len(loader)
-    sums = {"t_loss": 0.0, "t_ce": 0.0, "t_cost": 0.0}
-    correct, seen = 0, 0
-    bar = _progress(n_batches, f"epoch {epoch} theta")
-    with _FrozenWeights(net.weight_parameters()):
-        for i, (x, y) in enumerate(loader):
-            step = epoch * n_batches + i
-            sample = net.arch_weights(tau, step_generator(s.seed, step, STREAM_THETA), batch_size=x.shape[0])
-            logits = net(x, sample)
-            cost = cost_model.expected(sample.weights)
-            loss, parts = dnas_loss(logits, y, cost, s.loss)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sums["t_loss"] += float(loss.detach()) * len(y)
-            sums["t_ce"] += parts["ce"] * len(y)
-            sums["t_cost"] += parts["cost"] * len(y)
-            correct += int((logits.detach().argmax(1) == y).sum())
-            seen += len(y)
-            bar.update(1)
-    bar.close()
-    out = {k: v / max(1, seen) for k, v in sums.items()}
-    out["t_acc"] = correct / max(1, seen)
-    return out
 
 
 def build_result(net: Supernet, space, s: SearchSettings, cost_model: CostModel, lut, num_classes: int,
