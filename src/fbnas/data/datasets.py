@@ -59,6 +59,19 @@ class ImageTensors:
         return ImageTensors(self.images[:n], self.labels[:n], self.num_classes, self.mean, self.std, self.name,
                             self.classes)
 
+    def resized(self, size: int, chunk: int = 4096) -> ImageTensors:
+        """The split downsampled to ``size`` x ``size`` (bilinear, antialiased), e.g. to train an architecture at
+        the input resolution a search chose for it."""
+        if size == self.image_size:
+            return self
+        out = torch.empty((len(self), self.channels, size, size), dtype=torch.uint8)
+        for i in range(0, len(self), chunk):
+            x = self.images[i:i + chunk].float()
+            y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+            out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+        return ImageTensors(out, self.labels, self.num_classes, self.mean, self.std, self.name, self.classes)
+
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train: bool = True,
                  image_size: int | None = None) -> ImageTensors:

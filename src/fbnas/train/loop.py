@@ -274,6 +274,9 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     train_set = load_dataset(data_name, data_dir, train=True, image_size=image_size).subset(limit_train)
     test_set = load_dataset(data_name, data_dir, train=False, image_size=image_size).subset(limit_test)
     test_set.mean, test_set.std = train_set.mean, train_set.std
+    if image_size is None and arch.input_size < train_set.image_size:
+        # an architecture searched at a lower resolution (DMaskingNAS) trains at that resolution
+        train_set, test_set = train_set.resized(arch.input_size), test_set.resized(arch.input_size)
     if (arch.in_channels, arch.input_size) != (train_set.channels, train_set.image_size):
         arch = arch.copy(in_channels=train_set.channels, input_size=train_set.image_size)
         arch.validate(f"{arch.name} at {train_set.image_size}px")
