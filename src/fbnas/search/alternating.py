@@ -15,17 +15,79 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from fbnas.search.gumbel import step_generator, temperature
-from fbnas.search.loss import dnas_loss
-from fbnas.search.run import RunFolder, rng_state, set_rng_state, theta_history
+from fbnas.search.loss import FORMS, PENALTIES, LossConfig, dnas_loss
+from fbnas.search.run import ConfigView, RunFolder, rng_state, set_rng_state, theta_history
 
 # Streams of step_generator: one per kind of random draw, so they never collide.
 STREAM_WEIGHTS, STREAM_THETA, STREAM_SAMPLES = 0, 1, 2
+
+
+@dataclass
+class CommonSettings:
+    """Validated fields every alternating search shares; strategies subclass it with their space's fields."""
+
+    seed: int
+    threads: int | None
+    data_name: str
+    data_dir: str | None
+    subset: int | None
+    theta_split: float
+    batch_size: int
+    augment: bool
+    channels_last: bool
+    epochs: int
+    warmup_epochs: int
+    tau0: float
+    tau_decay: float
+    w_lr: float
+    w_momentum: float
+    w_weight_decay: float
+    w_nesterov: bool
+    w_min_lr: float
+    t_lr: float
+    t_weight_decay: float
+    loss: LossConfig
+    cost_kind: str
+    weight_loss: str
+    num_samples: int
+
+
+def common_settings(v: ConfigView, source: str, cost_kinds: tuple[str, ...]) -> dict[str, Any]:
+    """The config fields every alternating search shares (seed, data, schedule, optimizers, loss, result), validated,
+    as keyword arguments for a strategy's settings dataclass."""
+    loss = LossConfig(form=v.str("loss.form", FORMS), alpha=v.float("loss.alpha"), beta=v.float("loss.beta"),
+                      target=v.float("loss.target", optional=True), lam=v.float("loss.lambda"),
+                      penalty=v.str("loss.penalty", PENALTIES), cost_scale=v.float("loss.cost_scale"))
+    loss.validate(f"{source}: loss")
+    fields = dict(
+        seed=v.int("seed", 0), threads=v.int("threads", 1, optional=True),
+        data_name=v.str("data.name"), data_dir=v.str("data.dir", optional=True),
+        subset=v.int("data.subset", 10, optional=True),
+        theta_split=v.float("data.theta_split", 0.0, 0.9, strict_min=True),
+        batch_size=v.int("data.batch_size", 1), augment=v.bool("data.augment"),
+        channels_last=v.bool("data.channels_last"),
+        epochs=v.int("schedule.epochs", 1), warmup_epochs=v.int("schedule.warmup_epochs", 0),
+        tau0=v.float("schedule.tau0", 0.0, strict_min=True), tau_decay=v.float("schedule.tau_decay", 0.0),
+        w_lr=v.float("weights_optimizer.lr", 0.0, strict_min=True),
+        w_momentum=v.float("weights_optimizer.momentum", 0.0, 1.0),
+        w_weight_decay=v.float("weights_optimizer.weight_decay", 0.0),
+        w_nesterov=v.bool("weights_optimizer.nesterov"), w_min_lr=v.float("weights_optimizer.min_lr", 0.0),
+        t_lr=v.float("theta_optimizer.lr", 0.0, strict_min=True),
+        t_weight_decay=v.float("theta_optimizer.weight_decay", 0.0),
+        loss=loss, cost_kind=v.str("loss.cost", cost_kinds),
+        weight_loss=v.str("loss.weight_loss", ("ce", "full")), num_samples=v.int("result.samples", 0),
+    )
+    if fields["warmup_epochs"] >= fields["epochs"]:
+        raise v.fail("schedule.warmup_epochs", f"must be < schedule.epochs ({fields['epochs']}) so theta trains at "
+                                               f"all, got {fields['warmup_epochs']}")
+    return fields
 
 
 def cosine_lambda(total_steps: int, base_lr: float, min_lr: float) -> Callable[[int], float]:

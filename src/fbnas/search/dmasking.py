@@ -15,11 +15,10 @@ from typing import Any
 
 from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
-from fbnas.search.alternating import STREAM_SAMPLES, run_alternating
+from fbnas.search.alternating import STREAM_SAMPLES, CommonSettings, common_settings, run_alternating
 from fbnas.search.dmasking_space import DMaskingSpace, parse_space
 from fbnas.search.dnas import _add_args, make_loaders
 from fbnas.search.gumbel import step_generator
-from fbnas.search.loss import FORMS, PENALTIES, LossConfig
 from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
 from fbnas.search.run import (
     ConfigView,
@@ -63,70 +62,21 @@ DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class DMaskingSettings:
+class DMaskingSettings(CommonSettings):
     """Validated config; has the attribute names the DNAS data loaders and steps read."""
 
-    seed: int
-    threads: int | None
     space: DMaskingSpace
     input_size: int
     in_channels: int
-    data_name: str
-    data_dir: str | None
-    subset: int | None
-    theta_split: float
-    batch_size: int
-    augment: bool
-    channels_last: bool
     hard: bool
-    epochs: int
-    warmup_epochs: int
-    tau0: float
-    tau_decay: float
-    w_lr: float
-    w_momentum: float
-    w_weight_decay: float
-    w_nesterov: bool
-    w_min_lr: float
-    t_lr: float
-    t_weight_decay: float
-    loss: LossConfig
-    cost_kind: str
-    weight_loss: str
-    num_samples: int
 
 
 def settings_from_config(cfg: dict, source: str = "config") -> DMaskingSettings:
     v = ConfigView(cfg, source)
-    loss = LossConfig(form=v.str("loss.form", FORMS), alpha=v.float("loss.alpha"), beta=v.float("loss.beta"),
-                      target=v.float("loss.target", optional=True), lam=v.float("loss.lambda"),
-                      penalty=v.str("loss.penalty", PENALTIES), cost_scale=v.float("loss.cost_scale"))
-    loss.validate(f"{source}: loss")
+    common = common_settings(v, source, ("macs", "params"))
     space = parse_space(v.raw("space"), source)
-    s = DMaskingSettings(
-        seed=v.int("seed", 0), threads=v.int("threads", 1, optional=True), space=space,
-        input_size=space.input_size, in_channels=space.in_channels,
-        data_name=v.str("data.name"), data_dir=v.str("data.dir", optional=True),
-        subset=v.int("data.subset", 10, optional=True),
-        theta_split=v.float("data.theta_split", 0.0, 0.9, strict_min=True),
-        batch_size=v.int("data.batch_size", 1), augment=v.bool("data.augment"),
-        channels_last=v.bool("data.channels_last"),
-        hard=v.str("supernet.mode", ("soft", "hard")) == "hard",
-        epochs=v.int("schedule.epochs", 1), warmup_epochs=v.int("schedule.warmup_epochs", 0),
-        tau0=v.float("schedule.tau0", 0.0, strict_min=True), tau_decay=v.float("schedule.tau_decay", 0.0),
-        w_lr=v.float("weights_optimizer.lr", 0.0, strict_min=True),
-        w_momentum=v.float("weights_optimizer.momentum", 0.0, 1.0),
-        w_weight_decay=v.float("weights_optimizer.weight_decay", 0.0),
-        w_nesterov=v.bool("weights_optimizer.nesterov"), w_min_lr=v.float("weights_optimizer.min_lr", 0.0),
-        t_lr=v.float("theta_optimizer.lr", 0.0, strict_min=True),
-        t_weight_decay=v.float("theta_optimizer.weight_decay", 0.0),
-        loss=loss, cost_kind=v.str("loss.cost", ("macs", "params")),
-        weight_loss=v.str("loss.weight_loss", ("ce", "full")), num_samples=v.int("result.samples", 0),
-    )
-    if s.warmup_epochs >= s.epochs:
-        raise v.fail("schedule.warmup_epochs", f"must be < schedule.epochs ({s.epochs}) so theta trains at all, "
-                                               f"got {s.warmup_epochs}")
-    return s
+    return DMaskingSettings(**common, space=space, input_size=space.input_size, in_channels=space.in_channels,
+                            hard=v.str("supernet.mode", ("soft", "hard")) == "hard")
 
 
 def describe(net: DMaskingSupernet, choices: list[int], name: str) -> dict:

@@ -21,9 +21,9 @@ import torch
 
 from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
-from fbnas.search.alternating import STREAM_SAMPLES, run_alternating
+from fbnas.search.alternating import STREAM_SAMPLES, CommonSettings, common_settings, run_alternating
 from fbnas.search.gumbel import step_generator
-from fbnas.search.loss import COST_KINDS, FORMS, PENALTIES, CostModel, LossConfig, analytic_cost_model
+from fbnas.search.loss import COST_KINDS, CostModel, analytic_cost_model
 from fbnas.search.run import (
     ConfigView,
     RunFolder,
@@ -54,83 +54,34 @@ DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class SearchSettings:
+class SearchSettings(CommonSettings):
     """The validated config, typed; built by :func:`settings_from_config`."""
 
-    seed: int
-    threads: int | None
     space_name: str
     input_size: int
     in_channels: int
     width_multiplier: float | None
     strides: list[int] | None
-    data_name: str
-    data_dir: str | None
-    subset: int | None
-    theta_split: float
-    batch_size: int
-    augment: bool
-    channels_last: bool
     mode: str
     noise: str
-    epochs: int
-    warmup_epochs: int
-    tau0: float
-    tau_decay: float
-    w_lr: float
-    w_momentum: float
-    w_weight_decay: float
-    w_nesterov: bool
-    w_min_lr: float
-    t_lr: float
-    t_weight_decay: float
-    loss: LossConfig
-    cost_kind: str
-    weight_loss: str
     lut_path: str | None
     lut_backend: str
     lut_threads: int
     lut_build: bool
-    num_samples: int
 
 
 def settings_from_config(cfg: dict, source: str = "config") -> SearchSettings:
     v = ConfigView(cfg, source)
-    loss = LossConfig(form=v.str("loss.form", FORMS), alpha=v.float("loss.alpha"), beta=v.float("loss.beta"),
-                      target=v.float("loss.target", optional=True), lam=v.float("loss.lambda"),
-                      penalty=v.str("loss.penalty", PENALTIES), cost_scale=v.float("loss.cost_scale"))
-    try:
-        loss.validate(f"{source}: loss")
-    except FbnasError as e:
-        raise FbnasError(str(e)) from None
     s = SearchSettings(
-        seed=v.int("seed", 0), threads=v.int("threads", 1, optional=True),
+        **common_settings(v, source, COST_KINDS),
         space_name=v.str("space.name"), input_size=v.int("space.input_size", 8),
         in_channels=v.int("space.in_channels", 1),
         width_multiplier=v.float("space.width_multiplier", 0.0, optional=True, strict_min=True),
         strides=v.int_list("space.strides", optional=True),
-        data_name=v.str("data.name"), data_dir=v.str("data.dir", optional=True),
-        subset=v.int("data.subset", 10, optional=True),
-        theta_split=v.float("data.theta_split", 0.0, 0.9, strict_min=True),
-        batch_size=v.int("data.batch_size", 1), augment=v.bool("data.augment"),
-        channels_last=v.bool("data.channels_last"),
         mode=v.str("supernet.mode", MODES), noise=v.str("supernet.noise", NOISE),
-        epochs=v.int("schedule.epochs", 1), warmup_epochs=v.int("schedule.warmup_epochs", 0),
-        tau0=v.float("schedule.tau0", 0.0, strict_min=True), tau_decay=v.float("schedule.tau_decay", 0.0),
-        w_lr=v.float("weights_optimizer.lr", 0.0, strict_min=True),
-        w_momentum=v.float("weights_optimizer.momentum", 0.0, 1.0),
-        w_weight_decay=v.float("weights_optimizer.weight_decay", 0.0),
-        w_nesterov=v.bool("weights_optimizer.nesterov"), w_min_lr=v.float("weights_optimizer.min_lr", 0.0),
-        t_lr=v.float("theta_optimizer.lr", 0.0, strict_min=True),
-        t_weight_decay=v.float("theta_optimizer.weight_decay", 0.0),
-        loss=loss, cost_kind=v.str("loss.cost", COST_KINDS), weight_loss=v.str("loss.weight_loss", ("ce", "full")),
         lut_path=v.str("lut.path", optional=True), lut_backend=v.str("lut.backend"),
         lut_threads=v.int("lut.threads", 1), lut_build=v.bool("lut.build"),
-        num_samples=v.int("result.samples", 0),
     )
-    if s.warmup_epochs >= s.epochs:
-        raise v.fail("schedule.warmup_epochs", f"must be < schedule.epochs ({s.epochs}) so theta trains at all, "
-                                               f"got {s.warmup_epochs}")
     if s.cost_kind == "latency" and not s.lut_path:
         raise v.fail("lut.path", "loss.cost 'latency' needs a latency table path (or use loss.cost macs/params)")
     return s
