@@ -31,6 +31,19 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
 
 
+def init_weights(module: nn.Module) -> None:
+    """He-normal convs, small-normal linear layers, zero biases; shared by models and supernets so a child and
+    its supernet start alike."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+
+
 class FBNetModel(nn.Module):
     """Feature blocks from the spec, then a classifier head."""
 
@@ -41,18 +54,8 @@ class FBNetModel(nn.Module):
         blocks = spec.expand()
         self.features = nn.Sequential(*[build_block(b, spec.basic_args) for b in blocks])
         self.head = ClassifierHead(blocks[-1].out_channels, num_classes, float(spec.head.get("dropout", 0.0)))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
         # zero_last_bn_gamma was applied at construction and survives (BN init is not touched here)
+        init_weights(self)
 
     def set_drop_path(self, rate: float) -> None:
         """Stochastic depth rising linearly with depth to ``rate`` on residual blocks."""

@@ -90,6 +90,33 @@ def common_settings(v: ConfigView, source: str, cost_kinds: tuple[str, ...]) -> 
     return fields
 
 
+def start_run(cfg: dict, out, resume: bool, s: CommonSettings) -> tuple[RunFolder, bool]:
+    """Open the run folder (refusing to resume with a different config), set threads and seeds; returns
+    ``(folder, resuming)``."""
+    from fbnas.errors import FbnasError
+    from fbnas.runtime import set_threads
+    from fbnas.search.run import seed_everything
+
+    folder = RunFolder(out)
+    resuming = folder.prepare(resume)
+    if resuming:
+        saved = folder.read_config()
+        if saved is not None and saved != cfg:
+            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json")
+    set_threads(s.threads)
+    seed_everything(s.seed)
+    return folder, resuming
+
+
+def check_loaders(w_loader, t_loader, s: CommonSettings, source: str) -> None:
+    """Both splits need at least one batch, or the search would silently skip its steps."""
+    from fbnas.errors import FbnasError
+
+    if len(w_loader) == 0 or len(t_loader) == 0:
+        raise FbnasError(f"{source}: data.batch_size: {s.batch_size} is larger than a split "
+                         f"({len(w_loader)} weight / {len(t_loader)} theta batches); lower it or raise data.subset")
+
+
 def cosine_lambda(total_steps: int, base_lr: float, min_lr: float) -> Callable[[int], float]:
     """LambdaLR factor: cosine from ``base_lr`` to ``min_lr`` over ``total_steps``."""
     def f(step: int) -> float:

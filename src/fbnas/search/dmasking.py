@@ -13,9 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
-from fbnas.search.alternating import STREAM_SAMPLES, CommonSettings, common_settings, run_alternating
+from fbnas.search.alternating import (
+    STREAM_SAMPLES,
+    CommonSettings,
+    check_loaders,
+    common_settings,
+    run_alternating,
+    start_run,
+)
 from fbnas.search.dmasking_space import DMaskingSpace, parse_space
 from fbnas.search.dnas import _add_args, make_loaders
 from fbnas.search.gumbel import step_generator
@@ -26,7 +32,6 @@ from fbnas.search.run import (
     choices_probability,
     load_config,
     sample_choices,
-    seed_everything,
 )
 
 DEFAULT_SPACE: dict[str, Any] = {
@@ -93,21 +98,11 @@ def describe(net: DMaskingSupernet, choices: list[int], name: str) -> dict:
 def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, source: str = "config",
                stop_after_epoch: int | None = None) -> dict:
     """Run (or resume) a DMaskingNAS search with the resolved ``cfg``; returns the result.json document."""
-    from fbnas.runtime import set_threads
 
     s = settings_from_config(cfg, source)
-    folder = RunFolder(out)
-    resuming = folder.prepare(resume)
-    if resuming:
-        saved = folder.read_config()
-        if saved is not None and saved != cfg:
-            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json")
-    set_threads(s.threads)
-    seed_everything(s.seed)
+    folder, resuming = start_run(cfg, out, resume, s)
     w_loader, t_loader, num_classes = make_loaders(s)
-    if len(w_loader) == 0 or len(t_loader) == 0:
-        raise FbnasError(f"{source}: data.batch_size: {s.batch_size} is larger than a split "
-                         f"({len(w_loader)} weight / {len(t_loader)} theta batches); lower it or raise data.subset")
+    check_loaders(w_loader, t_loader, s, source)
     net = DMaskingSupernet(s.space, num_classes, hard=s.hard)
     cost_model = EffectiveCostModel(net, s.cost_kind)
     lo, hi = cost_model.min_max()

@@ -21,7 +21,14 @@ import torch
 
 from fbnas.errors import FbnasError
 from fbnas.search import register_strategy
-from fbnas.search.alternating import STREAM_SAMPLES, CommonSettings, common_settings, run_alternating
+from fbnas.search.alternating import (
+    STREAM_SAMPLES,
+    CommonSettings,
+    check_loaders,
+    common_settings,
+    run_alternating,
+    start_run,
+)
 from fbnas.search.gumbel import step_generator
 from fbnas.search.loss import COST_KINDS, CostModel, analytic_cost_model
 from fbnas.search.run import (
@@ -31,7 +38,6 @@ from fbnas.search.run import (
     describe_arch,
     load_config,
     sample_choices,
-    seed_everything,
 )
 from fbnas.search.supernet import MODES, NOISE, Supernet
 
@@ -208,24 +214,14 @@ def run_search(cfg: dict, out: str | Path, resume: bool = False, log=print, sour
 
     ``stop_after_epoch`` ends the process' work after that epoch's checkpoint (tests of resume).
     """
-    from fbnas.runtime import set_threads
     from fbnas.space.space import load_space
 
     s = settings_from_config(cfg, source)
-    folder = RunFolder(out)
-    resuming = folder.prepare(resume)
-    if resuming:
-        saved = folder.read_config()
-        if saved is not None and saved != cfg:
-            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json")
-    set_threads(s.threads)
-    seed_everything(s.seed)
+    folder, resuming = start_run(cfg, out, resume, s)
     space = load_space(s.space_name, input_size=s.input_size, in_channels=s.in_channels,
                        width_multiplier=s.width_multiplier, strides=s.strides)
     w_loader, t_loader, num_classes = make_loaders(s)
-    if len(w_loader) == 0 or len(t_loader) == 0:
-        raise FbnasError(f"{source}: data.batch_size: {s.batch_size} is larger than a split "
-                         f"({len(w_loader)} weight / {len(t_loader)} theta batches); lower it or raise data.subset")
+    check_loaders(w_loader, t_loader, s, source)
     lut = load_latency_table(s, space, num_classes)
     cost_model = make_cost_model(s, space, num_classes, lut)
     s.loss.check_cost_range(cost_model.min_max()[0], f"{source}: loss")

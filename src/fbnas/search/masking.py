@@ -22,10 +22,10 @@ from torch import nn
 
 from fbnas.cost.formulas import ConvShape, conv_out_size
 from fbnas.nn.layers import GATES, ConvBNAct, make_act
-from fbnas.nn.model import ClassifierHead
+from fbnas.nn.model import ClassifierHead, init_weights
 from fbnas.search.dmasking_space import DMaskingSpace
 from fbnas.search.gumbel import gumbel_noise, gumbel_softmax
-from fbnas.search.supernet import ArchSample, _init_weights
+from fbnas.search.supernet import ArchSample
 
 # ---- mask algebra ---------------------------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class DMaskingSupernet(nn.Module):
         self.last = ConvBNAct(last_in, space.last_c, 1, act=space.last_act)
         self.head = ClassifierHead(space.last_c, num_classes, space.dropout)
         self.theta = nn.ParameterList(nn.Parameter(torch.zeros(len(grp.values))) for grp in g)
-        _init_weights(self)
+        init_weights(self)
         # spatial size after the stem and after every block, per resolution (ascending, as the res group)
         self._sizes = {r: self._spatial_sizes(r) for r in g[space.RES].values}
         for name, options in self._mask_options():

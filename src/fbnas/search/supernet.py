@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fbnas.nn.model import ClassifierHead, FBNetModel, build_block
+from fbnas.nn.model import ClassifierHead, FBNetModel, build_block, init_weights
 from fbnas.search.gumbel import gumbel_noise, gumbel_softmax
 from fbnas.space.space import SearchSpace
 
@@ -149,7 +149,7 @@ class Supernet(nn.Module):
                 layers.append(build_block(block, space.basic_args))
         self.features = nn.ModuleList(layers)
         self.head = ClassifierHead(base_blocks[-1].out_channels, num_classes, float(space.head.get("dropout", 0.0)))
-        _init_weights(self)
+        init_weights(self)
 
     # ---- parameters --------------------------------------------------------------------------------
     @property
@@ -230,15 +230,3 @@ class Supernet(nn.Module):
         child = FBNetModel(self.space.to_spec(choices), self.num_classes)
         child.load_state_dict(self.child_state_dict(choices))
         return child
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Same initialization as :class:`FBNetModel` so a child and its supernet start alike."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
