@@ -16,13 +16,10 @@ profiler; it counts every byte the step touched (activations, gradients, tempora
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import time
 
-from fbnas.bench import register_bench
+from fbnas.bench import register_bench, run_worker
 
 OPTIONS = (2, 4, 8, 16, 32)
 QUICK_OPTIONS = (2, 4)
@@ -139,12 +136,7 @@ def _worker(opts: dict) -> dict:
 
 
 def _run_one(opts: dict) -> dict:
-    code = ("import json, sys; from fbnas.bench.dmasking import _worker; "
-            "print(json.dumps(_worker(json.loads(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(opts)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench dmasking {opts['variant']} x{opts['options']} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker("dmasking", opts, f"dmasking {opts['variant']} x{opts['options']}")
 
 
 def run(args) -> dict:

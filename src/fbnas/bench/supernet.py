@@ -10,13 +10,10 @@ supernet machinery (Gumbel sampling, straight-through weights, dispatch).
 
 from __future__ import annotations
 
-import json
 import statistics
-import subprocess
-import sys
 import time
 
-from fbnas.bench import register_bench
+from fbnas.bench import register_bench, run_worker
 
 VARIANTS = ("child", "hard", "soft")
 
@@ -101,12 +98,7 @@ def _worker(opts: dict) -> dict:
 
 
 def _run_variant(opts: dict) -> dict:
-    code = ("import json, sys; from fbnas.bench.supernet import _worker; "
-            "print(json.dumps(_worker(json.loads(sys.argv[1]))))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(opts)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"bench supernet variant {opts['variant']} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_worker("supernet", opts, f"supernet variant {opts['variant']}")
 
 
 def run(args) -> dict:
