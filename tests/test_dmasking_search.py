@@ -4,16 +4,13 @@ foundation tools (profile, build); config errors are one line naming the field."
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from search_cli import kill_after_first_checkpoint, read_result, search_cmd, search_env
 
 from fbnas.arch.spec import ArchSpec
 from fbnas.cli import main
@@ -41,17 +38,10 @@ CONFIG = {
 
 
 def _cmd(cfg: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fbnas.cli", "search", "dmasking", "--config", str(cfg), "--out", str(out), *extra]
+    return search_cmd("dmasking", cfg, out, *extra)
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONHASHSEED": "0"}
-
-
-def _result(out: Path) -> dict:
-    data = json.loads((out / "result.json").read_text())
-    data.pop("timing")
-    return data
+_env, _result = search_env, read_result
 
 
 def test_resume_after_sigkill_is_bit_exact_and_result_is_usable(tmp_path, capsys):
@@ -60,14 +50,7 @@ def test_resume_after_sigkill_is_bit_exact_and_result_is_usable(tmp_path, capsys
     full, killed = tmp_path / "full", tmp_path / "killed"
     subprocess.run(_cmd(cfg, full), check=True, env=_env(), capture_output=True, timeout=300)
 
-    proc = subprocess.Popen(_cmd(cfg, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (killed / "checkpoint.pt").exists():
-        assert proc.poll() is None, "search ended before writing a checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(_cmd(cfg, killed), killed)
     assert not (killed / "result.json").exists()
     assert torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"] < 2
     again = subprocess.run(_cmd(cfg, killed), env=_env(), capture_output=True, text=True, timeout=120)
