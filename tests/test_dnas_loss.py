@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fbnas.errors import FbnasError
 from fbnas.search.loss import CostModel, LossConfig, analytic_cost_model, dnas_loss
@@ -73,3 +74,48 @@ def test_analytic_costs_match_counting_and_cost_range_check():
     LossConfig(form="paper", cost_scale=10).check_cost_range(0.5)
     with pytest.raises(FbnasError, match="loss.target"):
         LossConfig(form="target").validate()
+
+
+def _toy_theta_step(form: str):
+    """theta of two layers -> softmax weights -> logits and eq. 9 cost, as in a theta step."""
+    from types import SimpleNamespace
+
+    torch.manual_seed(0)
+    thetas = [torch.nn.Parameter(torch.tensor([0.3, -0.2, 0.1])), torch.nn.Parameter(torch.tensor([0.5, -0.4]))]
+    w = [torch.softmax(t, 0) for t in thetas]
+    feats = [torch.randn(3, 4, 5), torch.randn(2, 4, 5)]
+    logits = sum((wi[:, None, None] * f).sum(0) for wi, f in zip(w, feats, strict=True))
+    labels = torch.tensor([0, 3, 1, 4])
+    cfg = LossConfig(form=form, alpha=0.2, beta=0.6, cost_scale=1.0)
+    return thetas, logits, labels, _cost_model().expected(w), SimpleNamespace(loss=cfg), cfg
+
+
+def test_cost_gradient_is_the_latency_terms_share_of_the_theta_gradient():
+    from fbnas.search.alternating import cost_gradient, cost_pull
+
+    thetas, logits, labels, cost, s, cfg = _toy_theta_step("paper")
+    g_cost = cost_gradient(logits, labels, cost, s, thetas)
+    # by hand: d/dtheta [CE (held constant) * alpha * (log LAT)^beta]
+    ce = float(F.cross_entropy(logits, labels))
+    want = torch.autograd.grad(ce * 0.2 * torch.log(cost).pow(0.6), thetas, retain_graph=True)
+    for g, h in zip(g_cost, want, strict=True):
+        assert torch.allclose(g, h, atol=1e-7)
+    loss, _ = dnas_loss(logits, labels, cost, cfg)
+    total = torch.autograd.grad(loss, thetas, retain_graph=True)
+    # the rest is alpha * (log LAT)^beta * dCE/dtheta
+    dce = torch.autograd.grad(F.cross_entropy(logits, labels), thetas)
+    factor = 0.2 * math.log(float(cost)) ** 0.6
+    for t, g, d in zip(total, g_cost, dce, strict=True):
+        assert torch.allclose(t - g, factor * d, atol=1e-6)
+    pull = cost_pull(list(g_cost), list(total))
+    rest = torch.cat([(t - g).flatten() for t, g in zip(total, g_cost, strict=True)])
+    assert math.isclose(pull, float(torch.cat([g.flatten() for g in g_cost]).norm() / rest.norm()), rel_tol=1e-6)
+    assert pull > 0
+
+
+def test_cost_gradient_is_none_without_a_cost_term():
+    from fbnas.search.alternating import cost_gradient, cost_pull
+
+    thetas, logits, labels, cost, s, _ = _toy_theta_step("none")
+    assert cost_gradient(logits, labels, cost, s, thetas) is None
+    assert cost_pull(None, None) == 0.0

@@ -139,3 +139,18 @@ class Runner:
             with mode:
                 return target_script.measure_all(fns, rounds=rounds, progress=progress, statistic=self.statistic,
                                                  **kw)
+
+    def measure_paired(self, items: dict[str, tuple[nn.Module, list[int]]],
+                       anchors: dict[str, tuple[nn.Module, list[int]]], anchors_stored_ms: float, rounds: int = 9,
+                       progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float | int]]:
+        """:meth:`measure` with the anchors timed before every call (see ``target_script.measure_paired``)."""
+        from fbnas.runtime import tune_allocator
+
+        tune_allocator()
+        with torch_threads(self.threads):
+            fns = {k: self.callable_for(m, s) for k, (m, s) in items.items()}
+            refs = {k: self.callable_for(m, s) for k, (m, s) in anchors.items()}
+            mode = torch.inference_mode() if self.backend == "torch" else contextlib.nullcontext()
+            with mode:
+                return target_script.measure_paired(fns, refs, anchors_stored_ms, rounds=rounds, progress=progress,
+                                                    statistic=self.statistic)

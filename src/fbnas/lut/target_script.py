@@ -124,6 +124,61 @@ def measure_all(fns: dict[str, Callable[[], Any]], rounds: int = 5, round_budget
     return {k: robust_stats(v, statistic) for k, v in samples.items()}
 
 
+def measure_paired(fns: dict[str, Callable[[], Any]], anchors: dict[str, Callable[[], Any]],
+                   anchors_stored_ms: float, rounds: int = 9, repeats: int = 3, window: int = 15,
+                   progress: Callable[[int], None] | None = None,
+                   statistic: str = "median") -> dict[str, dict[str, float | int]]:
+    """Time every callable with the ``anchors`` timed right before each call, to take out the speed drift.
+
+    A shared VM's speed drifts by tens of percent over seconds, so in a plain interleaved measurement one
+    network may catch a slow minute and its neighbour a fast one. Here each timed call of ``fns[k]`` is
+    preceded by one call of every anchor. The anchors' summed time (running median over ``window`` calls, as
+    one pass is noisy and the drift is slow) over its median for the whole run is the machine's speed at that
+    moment relative to the run; dividing the call's time by it gives a compensated sample. The level stays
+    the run's own (no comparison with the table's build is folded in). Returns, per key: ``value_ms``
+    (statistic of the raw samples), ``compensated_ms`` (of the compensated ones) and ``speed_factor``
+    (median of the anchors' time / ``anchors_stored_ms``: above 1, slower now than when they were stored).
+    """
+    calls: list[tuple[str, float, float]] = []  # key, time, anchors' time right before
+    clock = time.thread_time if STATISTICS[statistic][1] == "cpu" else time.perf_counter
+    evict = _evictor(statistic)
+
+    def timed(fn: Callable[[], Any]) -> float:
+        fn()  # as in measure_all: the data was touched by the previous call, then L2 is flushed
+        if evict is not None:
+            evict()
+        t0 = clock()
+        fn()
+        return (clock() - t0) * 1e3
+
+    for fn in [*fns.values(), *anchors.values()]:  # warm-up
+        fn()
+    order = list(fns)
+    shuffler = random.Random(0)
+    for _ in range(rounds):
+        shuffler.shuffle(order)
+        for key in order:
+            for _ in range(repeats):
+                ref = sum(timed(a) for a in anchors.values())
+                calls.append((key, timed(fns[key]), ref))
+            if progress is not None:
+                progress(1)
+    refs = [c[2] for c in calls]
+    run_ref = robust_stats(refs, "median")["value_ms"]
+    # the drift is slow (seconds) and one anchor pass is noisy, so each call uses the running median of the
+    # anchor passes around it (``window`` calls, about a second)
+    half = window // 2
+    speed = [robust_stats(refs[max(0, i - half): i + half + 1], "median")["value_ms"] for i in range(len(refs))]
+    out: dict[str, dict[str, float | int]] = {}
+    for k in fns:
+        mine = [(t, sp) for (key, t, _), sp in zip(calls, speed, strict=True) if key == k]
+        stats = robust_stats([t for t, _ in mine], statistic)
+        stats["compensated_ms"] = robust_stats([t * run_ref / sp for t, sp in mine], statistic)["value_ms"]
+        stats["speed_factor"] = robust_stats([sp / anchors_stored_ms for _, sp in mine], "median")["value_ms"]
+        out[k] = stats
+    return out
+
+
 def make_session(model: bytes | str, threads: int):
     """CPU inference session with a fixed intra-op thread count and sequential execution."""
     import onnxruntime as ort

@@ -7,6 +7,7 @@ and validation draws from stream 0, skipping any architecture the correction was
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,29 +50,39 @@ def anchor_entries(space: SearchSpace, lut: LatencyTable, n: int = 8) -> list[En
     return pool[::step][:n]
 
 
-def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyTable, num_classes: int,
-                     rounds: int = 9, chunk: int = 32, anchors: list[Entry] = ()) -> tuple[list[float], float]:
-    """Statistic (ms) of each whole network (batch ``lut.batch``, eval) with the LUT's backend and settings,
-    and the load factor: median over ``anchors`` of (re-timed now, interleaved with the networks) / (stored).
+@dataclass
+class NetworkTimes:
+    """End-to-end times of sampled networks: raw, and compensated for the machine's speed drift."""
 
-    A load factor far from 1 means the machine is faster or slower now than when the table was built.
+    raw_ms: list[float]
+    compensated_ms: list[float]
+    load_factor: float  # median anchor speed now / when the table was built (above 1: slower now)
+
+
+def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyTable, num_classes: int,
+                     rounds: int = 9, anchors: list[Entry] = ()) -> NetworkTimes:
+    """Statistic (ms) of each whole network (batch ``lut.batch``, eval) with the LUT's backend and settings.
+
+    The ``anchors`` (table entries) are re-timed right before every timed call of a network; their sum now
+    over their sum in the table is the machine's speed at that moment relative to the build, and dividing
+    each call by it gives the compensated times (``target_script.measure_paired``).
     """
     runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
     stored = lut.store.get([e.key for e in anchors], lut.backend, lut.threads, lut.statistic)
-    out: list[float] = []
-    ratios: list[float] = []
-    for i in range(0, len(choices), chunk):
-        items = {}
-        for j, c in enumerate(choices[i:i + chunk]):
-            model = FBNetModel(space.to_spec(c), num_classes).eval()
-            items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
-        for e in anchors:
-            if e.key in stored:
-                items[e.key] = (build_module(e.desc), input_shape(e.desc))
+    ref_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
+    ref_ms = sum(float(stored[k]["value_ms"]) for k in ref_items)
+    items = {}
+    for j, c in enumerate(choices):
+        model = FBNetModel(space.to_spec(c), num_classes).eval()
+        items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
+    if not ref_items:
         stats = runner.measure(items, rounds=rounds)
-        out += [float(stats[f"net{j}"]["value_ms"]) for j in range(len(items) - len(stored))]
-        ratios += [float(stats[k]["value_ms"]) / float(stored[k]["value_ms"]) for k in stored]
-    return out, float(np.median(ratios)) if ratios else 1.0
+        raw = [float(stats[f"net{j}"]["value_ms"]) for j in range(len(choices))]
+        return NetworkTimes(raw, list(raw), 1.0)
+    stats = runner.measure_paired(items, ref_items, ref_ms, rounds=rounds)
+    keys = [f"net{j}" for j in range(len(choices))]
+    return NetworkTimes([float(stats[k]["value_ms"]) for k in keys], [float(stats[k]["compensated_ms"]) for k in keys],
+                        float(np.median([float(stats[k]["speed_factor"]) for k in keys])))
 
 
 def metrics(pred: list[float], meas: list[float]) -> dict[str, float]:
@@ -93,22 +104,21 @@ def _classes(lut: LatencyTable, space: SearchSpace, num_classes: int | None) -> 
 
 
 def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
-                   num_classes: int | None = None, normalize_load: bool = False) -> dict[str, Any]:
+                   num_classes: int | None = None, compensate_drift: bool = True) -> dict[str, Any]:
     """Measure ``samples`` networks (fit stream), fit overhead + per-type scales, store them in the DB.
 
-    ``normalize_load`` divides the measurements by the load factor (see :func:`measure_networks`), so a
-    correction fitted on a busy shared machine does not learn that day's slowdown.
+    With ``compensate_drift`` (default) the fit uses the drift-compensated times (see :func:`measure_networks`),
+    so a correction fitted while the shared machine ran slow does not learn that moment's slowdown.
     """
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
     lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
     choices = sample_choices(space, samples, seed, FIT_STREAM)
     preds = [lut.predict(space.to_spec(c)) for c in choices]  # fails early (with the build command) if incomplete
-    measured, load = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
-    if normalize_load:
-        measured = [m / load for m in measured]
+    times = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    measured = times.compensated_ms if compensate_drift else times.raw_ms
     params = correction.fit([p.by_type for p in preds], measured)
-    params.update({"load_factor": load, "load_normalized": normalize_load,
+    params.update({"load_factor": times.load_factor, "drift_compensated": compensate_drift,
                    "space": space.name, "input_size": space.input_size, "seed": seed, "stream": FIT_STREAM,
                    "fit_choices": choices, "num_classes": classes})
     lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic)
@@ -117,12 +127,12 @@ def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: in
 
 
 def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0, num_classes: int | None = None,
-             plot: str | Path | None = None, normalize_load: bool = False) -> dict[str, Any]:
+             plot: str | Path | None = None, compensate_drift: bool = True) -> dict[str, Any]:
     """Spearman/Pearson/MAPE/within-10% of the plain sum (and the correction, if any) vs measured networks.
 
-    Always reports ``load_factor`` (anchor entries re-timed now / stored). With ``normalize_load`` it also
-    reports the metrics of the measurements divided by it under ``load_normalized`` (the top-level metrics
-    stay the raw ones).
+    With ``compensate_drift`` (default) the top-level metrics compare with the drift-compensated times (each
+    timed call divided by the anchors' speed at that moment relative to the table, :func:`measure_networks`);
+    the metrics against the raw times are always reported under ``raw``, with ``load_factor``.
     """
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
@@ -130,26 +140,27 @@ def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
     fitted = {tuple(c) for c in (lut.correction or {}).get("fit_choices", [])}
     choices = sample_choices(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
     preds = [lut.predict(space.to_spec(c)) for c in choices]
-    measured, load = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    times = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    measured = times.compensated_ms if compensate_drift else times.raw_ms
     plain = [p.total_ms for p in preds]
     result: dict[str, Any] = {**metrics(plain, measured), "n": len(choices), "backend": lut.backend,
                               "threads": lut.threads, "statistic": lut.statistic, "space": space.name,
-                              "input_size": space.input_size, "seed": seed, "load_factor": load}
+                              "input_size": space.input_size, "seed": seed, "drift_compensated": compensate_drift,
+                              "load_factor": times.load_factor}
     corrected = None
     if lut.correction and all(p.corrected_ms is not None for p in preds):
         corrected = [float(p.corrected_ms) for p in preds]  # type: ignore[arg-type]
         result["corrected"] = metrics(corrected, measured)
-    if normalize_load:
-        normalized = [m / load for m in measured]
-        result["load_normalized"] = {"plain": metrics(plain, normalized)}
-        if corrected:
-            result["load_normalized"]["corrected"] = metrics(corrected, normalized)
-    result["samples"] = [{"choices": c, "predicted_ms": p, "measured_ms": m,
+    result["raw"] = {"plain": metrics(plain, times.raw_ms)}
+    if corrected:
+        result["raw"]["corrected"] = metrics(corrected, times.raw_ms)
+    result["samples"] = [{"choices": c, "predicted_ms": p, "measured_ms": m, "raw_ms": r,
                           **({"corrected_ms": corrected[i]} if corrected else {})}
-                         for i, (c, p, m) in enumerate(zip(choices, plain, measured, strict=True))]
+                         for i, (c, p, m, r) in enumerate(zip(choices, plain, measured, times.raw_ms, strict=True))]
     if plot:
+        kind = "drift-compensated" if compensate_drift else "raw"
         write_plot(plot, plain, measured, corrected, f"{space.name} @{space.input_size}, {lut.backend} "
-                   f"{lut.threads} thread(s)", result)
+                   f"{lut.threads} thread(s), {kind} times", result)
         result["plot"] = str(plot)
     return result
 

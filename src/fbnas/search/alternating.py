@@ -176,13 +176,40 @@ def train_weights(net, loader, opt, sched, cost_model, s, epoch: int, tau: float
     return {"w_ce": total_ce / max(1, seen), "w_acc": correct / max(1, seen)}
 
 
+def cost_gradient(logits: torch.Tensor, labels: torch.Tensor, cost: torch.Tensor, s,
+                  params: list[torch.nn.Parameter]) -> list[torch.Tensor] | None:
+    """The part of the theta gradient that comes through the cost term: the loss with the logits held
+    constant, differentiated through the cost alone (a tiny graph; ``.grad`` is not touched)."""
+    if s.loss.form == "none" or not cost.requires_grad:
+        return None
+    cost_only, _ = dnas_loss(logits.detach(), labels, cost, s.loss)
+    return list(torch.autograd.grad(cost_only, params, retain_graph=True, allow_unused=True))
+
+
+def cost_pull(cost_sum: list[torch.Tensor] | None, total_sum: list[torch.Tensor] | None) -> float:
+    """|sum of the cost term's theta gradients| / |sum of the rest| over an epoch: how hard the cost term
+    pulls theta relative to cross-entropy (0: not at all; well below 1: CE decides the architecture)."""
+    if cost_sum is None or total_sum is None:
+        return 0.0
+    c = torch.cat([g.flatten() for g in cost_sum])
+    rest = torch.cat([t.flatten() for t in total_sum]) - c
+    return float(c.norm() / rest.norm().clamp_min(1e-30))
+
+
 def train_theta(net, loader, opt, cost_model, s, epoch: int, tau: float) -> dict:
-    """One epoch of architecture steps on the whole loss (CE and the cost term); weights frozen."""
+    """One epoch of architecture steps on the whole loss (CE and the cost term); weights frozen.
+
+    Also reports ``t_cost_pull`` (see :func:`cost_pull`), so a user sees whether the latency term can move
+    the search at all with the chosen alpha / beta / cost unit.
+    """
     net.train()
     loader.set_epoch(epoch)
     n_batches = len(loader)
     sums = {"t_loss": 0.0, "t_ce": 0.0, "t_cost": 0.0}
     correct, seen = 0, 0
+    params = net.arch_parameters()
+    cost_sum: list[torch.Tensor] | None = None
+    total_sum: list[torch.Tensor] | None = None
     bar = progress_bar(n_batches, f"epoch {epoch} theta")
     with FrozenWeights(net.weight_parameters()):
         for i, (x, y) in enumerate(loader):
@@ -191,8 +218,14 @@ def train_theta(net, loader, opt, cost_model, s, epoch: int, tau: float) -> dict
             logits = net(x, sample)
             cost = cost_model.expected(sample.weights)
             loss, parts = dnas_loss(logits, y, cost, s.loss)
+            g_cost = cost_gradient(logits, y, cost, s, params)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if g_cost is not None:
+                g_cost = [torch.zeros_like(p) if g is None else g for g, p in zip(g_cost, params, strict=True)]
+                g_total = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
+                cost_sum = g_cost if cost_sum is None else [a + b for a, b in zip(cost_sum, g_cost, strict=True)]
+                total_sum = g_total if total_sum is None else [a + b for a, b in zip(total_sum, g_total, strict=True)]
             opt.step()
             sums["t_loss"] += float(loss.detach()) * len(y)
             sums["t_ce"] += parts["ce"] * len(y)
@@ -203,6 +236,7 @@ def train_theta(net, loader, opt, cost_model, s, epoch: int, tau: float) -> dict
     bar.close()
     out = {k: v / max(1, seen) for k, v in sums.items()}
     out["t_acc"] = correct / max(1, seen)
+    out["t_cost_pull"] = cost_pull(cost_sum, total_sum)
     return out
 
 
@@ -210,7 +244,8 @@ def epoch_line(rec: dict, unit: str) -> str:
     parts = [f"epoch {rec['epoch']:3d} [{rec['phase']}] tau {rec['tau']:.3f}",
              f"w_ce {rec['w_ce']:.4f} w_acc {rec['w_acc']:.4f}"]
     if "t_loss" in rec:
-        parts.append(f"t_loss {rec['t_loss']:.4f} t_ce {rec['t_ce']:.4f} E[cost] {rec['t_cost']:.3f}")
+        parts.append(f"t_loss {rec['t_loss']:.4f} t_ce {rec['t_ce']:.4f} E[cost] {rec['t_cost']:.3f} "
+                     f"cost pull {rec.get('t_cost_pull', 0.0):.3f}")
     parts.append(f"argmax {rec['argmax_cost']:.3f} {unit} ({rec['elapsed_s']:.0f}s)")
     return " | ".join(parts)
 
