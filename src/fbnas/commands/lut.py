@@ -57,6 +57,7 @@ def add_parser(sub) -> None:
     _shape_args(fc, space_required=True)
     fc.add_argument("--samples", type=int, default=12, help="networks to measure (default 12)")
     fc.add_argument("--seed", type=int, default=0)
+    fc.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per network (default 15)")
     fc.add_argument("--raw", action="store_true",
                     help="fit on the raw times instead of the drift-compensated ones (see validate --raw)")
     _setting_args(fc)
@@ -70,6 +71,7 @@ def add_parser(sub) -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--plot", default=None, help="write a predicted-vs-measured scatter plot (PNG)")
     v.add_argument("--out", default=None, help="also write the JSON result here")
+    v.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per network (default 15)")
     v.add_argument("--raw", action="store_true",
                    help="top-level metrics against the raw times; by default every timed network call is divided "
                         "by the machine's speed at that moment (anchor blocks timed just before it, relative to "
@@ -196,12 +198,12 @@ def _predict(args) -> int:
 def _fit(args) -> int:
     from fbnas.lut.validate import fit_correction
 
-    _check_positive(samples=args.samples)
+    _check_positive(samples=args.samples, rounds=args.rounds)
     space = _space(args)
     lut = _table(args)
     try:
         res = fit_correction(lut, space, args.samples, args.seed, args.num_classes,
-                             compensate_drift=not args.raw)
+                             compensate_drift=not args.raw, rounds=args.rounds)
     finally:
         lut.close()
     if args.format == "json":
@@ -217,12 +219,12 @@ def _validate(args) -> int:
     from fbnas.io import atomic_write_json
     from fbnas.lut.validate import validate
 
-    _check_positive(samples=args.samples)
+    _check_positive(samples=args.samples, rounds=args.rounds)
     space = _space(args)
     lut = _table(args)
     try:
         res = validate(lut, space, args.samples, args.seed, args.num_classes, plot=args.plot,
-                       compensate_drift=not args.raw)
+                       compensate_drift=not args.raw, rounds=args.rounds)
     finally:
         lut.close()
     if args.out:
@@ -238,6 +240,11 @@ def _validate(args) -> int:
     print(f"(against {kind} times; raw plain sum: "
           + "  ".join(f"{k} {res['raw']['plain'][k]:.3f}" for k in keys)
           + f"; load factor {res['load_factor']:.3f}: anchor blocks now / when stored)")
+    if res.get("level_factor") is None:
+        print("note: this table has no reference networks (built before they existed), so the times are not "
+              "put on the build's speed; `fbnas lut build --force` for this space adds them")
+    else:
+        print(f"level factor {res['level_factor']:.3f} (reference networks now / during the build)")
     return 0
 
 

@@ -56,6 +56,11 @@ def build_module(desc: dict[str, Any]) -> nn.Module:
     """The eval-mode module of a LUT entry description (see :mod:`fbnas.lut.signature`)."""
     if desc["kind"] == "classifier":
         return Classifier(desc["cin"], desc["cout"]).eval()
+    if desc["kind"] == "network":
+        from fbnas.arch.spec import ArchSpec
+        from fbnas.nn.model import FBNetModel
+
+        return FBNetModel(ArchSpec.from_dict(desc["spec"]), int(desc["num_classes"])).eval()
     from fbnas.nn.ops import FAMILIES, _ensure_loaded
 
     _ensure_loaded()

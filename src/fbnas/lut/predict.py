@@ -25,8 +25,9 @@ from fbnas.lut.measure import (
     input_shape,
     resolve_statistic,
 )
-from fbnas.lut.signature import Entry, spec_entries, unique_entries
+from fbnas.lut.signature import Entry, network_entry, spec_entries, unique_entries
 from fbnas.lut.store import LutStore
+from fbnas.search.gumbel import step_generator
 from fbnas.space.space import SearchSpace, load_space
 
 
@@ -67,6 +68,38 @@ def space_entries(space: SearchSpace, num_classes: int = 1000, batch: int = 1,
     return per_layer, fixed
 
 
+# sample streams of (seed, step, stream): end-to-end validation, correction fit, reference networks
+VALIDATE_STREAM, FIT_STREAM, REFERENCE_STREAM = 0, 1, 3
+REFERENCE_NETWORKS = 6
+
+
+def sample_choices(space: SearchSpace, n: int, seed: int, stream: int,
+                   exclude: set[tuple[int, ...]] = frozenset()) -> list[list[int]]:  # type: ignore[assignment]
+    """``n`` distinct random choice vectors from (seed, step, stream), avoiding ``exclude``."""
+    out: list[list[int]] = []
+    seen = set(exclude)
+    step = 0
+    while len(out) < n and step < 100 * n + 100:
+        g = step_generator(seed, step, stream)
+        c = [int(torch.randint(k, (1,), generator=g)) for k in space.num_choices()]
+        step += 1
+        if tuple(c) not in seen:
+            seen.add(tuple(c))
+            out.append(c)
+    return out
+
+
+
+
+def reference_entries(space: SearchSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+                      n: int = REFERENCE_NETWORKS) -> list[Entry]:
+    """``n`` fixed random networks of ``space`` that a build times interleaved with its blocks, so validation
+    can put the machine's speed now next to its speed during the build (``validate``'s ``level_factor``)."""
+    choices = sample_choices(space, n, 0, REFERENCE_STREAM)
+    return [network_entry(f"reference{i}", space.to_spec(c, name=f"reference{i}"), num_classes, batch, channels_last)
+            for i, c in enumerate(choices)]
+
+
 def _resolve_space(space: SearchSpace | str | Path, input_size: int | None, in_channels: int | None) -> SearchSpace:
     if isinstance(space, SearchSpace):
         return space
@@ -99,8 +132,12 @@ def needed_entries(space: Any = None, specs: Any = (), input_size: int | None = 
 
 # ---- building -------------------------------------------------------------------------------------
 def measure_entries(store: LutStore, entries: list[Entry], backend: str, threads: int, channels_last: bool,
-                    progress: bool = True, chunk: int = 24, rounds: int = 5, statistic: str = "auto") -> int:
-    """Measure ``entries`` in interleaved chunks, saving each chunk as soon as it is timed."""
+                    progress: bool = True, chunk: int = 256, rounds: int = 5, statistic: str = "auto") -> int:
+    """Measure ``entries`` interleaved (in chunks of ``chunk``, each saved as soon as it is timed).
+
+    One chunk covers a whole space (111 entries for fbnet_v1 plus its reference networks), so every entry's
+    rounds are spread over the same minute of the machine's speed; small chunks would each catch their own.
+    """
     from tqdm import tqdm
 
     runner = Runner(backend, threads, channels_last, statistic)
@@ -137,13 +174,19 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
     if space is None and not specs:
         raise FbnasError("lut build: give a search space (--space) and/or architectures (--arch)")
     entries = needed_entries(space, specs, input_size, in_channels, num_classes, batch, channels_last)
+    refs = [] if space is None else reference_entries(_resolve_space(space, input_size, in_channels), num_classes,
+                                                      batch, channels_last)
     with LutStore(path, create=True) as store:
-        have = set() if force else set(store.get([e.key for e in entries], backend, threads, statistic))
+        have = set() if force else set(store.get([e.key for e in entries + refs], backend, threads, statistic))
         missing = [e for e in entries if e.key not in have]
-        if missing:
-            measure_entries(store, missing, backend, threads, channels_last, progress, rounds=rounds,
+        # the reference networks are re-timed with every batch of new blocks, so both share one stretch of the
+        # machine's speed
+        timed = missing + refs if missing or any(r.key not in have for r in refs) else []
+        if timed:
+            measure_entries(store, timed, backend, threads, channels_last, progress, rounds=rounds,
                             statistic=statistic)
-    return {"measured": len(missing), "skipped": len(entries) - len(missing), "total": len(entries)}
+    return {"measured": len(missing), "skipped": len(entries) - len(missing), "total": len(entries),
+            "references": len(timed) - len(missing)}
 
 
 # ---- predicting -----------------------------------------------------------------------------------

@@ -112,6 +112,16 @@ def spec_entries(spec: ArchSpec, num_classes: int = 1000, batch: int = 1, channe
     return out
 
 
+def network_entry(name: str, spec: ArchSpec, num_classes: int, batch: int = 1, channels_last: bool = False) -> Entry:
+    """A whole network as a table row: the build times a few of these beside the blocks, so a later
+    end-to-end check can tell how much faster or slower the machine runs networks than during the build."""
+    desc = {"kind": "network", "family": "network", "params": {"name": name}, "spec": spec.to_dict(),
+            "num_classes": num_classes, "cin": spec.in_channels, "cout": num_classes, "stride": 0,
+            "h": spec.input_size, "w": spec.input_size, "batch": batch, "dtype": DTYPE,
+            "memory_format": "channels_last" if channels_last else "contiguous"}
+    return entry_from_desc(name, desc)
+
+
 def unique_entries(entries: list[Entry]) -> list[Entry]:
     seen: dict[str, Entry] = {}
     for e in entries:

@@ -12,34 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from fbnas.lut import correction
 from fbnas.lut.measure import Runner, build_module, input_shape
-from fbnas.lut.predict import LatencyTable, memory_format, space_entries
+from fbnas.lut.predict import (
+    FIT_STREAM,
+    VALIDATE_STREAM,
+    LatencyTable,
+    memory_format,
+    reference_entries,
+    sample_choices,
+    space_entries,
+)
 from fbnas.lut.signature import Entry, unique_entries
 from fbnas.nn.model import FBNetModel
-from fbnas.search.gumbel import step_generator
 from fbnas.space.space import SearchSpace
-
-VALIDATE_STREAM = 0
-FIT_STREAM = 1
-
-
-def sample_choices(space: SearchSpace, n: int, seed: int, stream: int,
-                   exclude: set[tuple[int, ...]] = frozenset()) -> list[list[int]]:  # type: ignore[assignment]
-    """``n`` distinct random choice vectors from (seed, step, stream), avoiding ``exclude``."""
-    out: list[list[int]] = []
-    seen = set(exclude)
-    step = 0
-    while len(out) < n and step < 100 * n + 100:
-        g = step_generator(seed, step, stream)
-        c = [int(torch.randint(k, (1,), generator=g)) for k in space.num_choices()]
-        step += 1
-        if tuple(c) not in seen:
-            seen.add(tuple(c))
-            out.append(c)
-    return out
 
 
 def anchor_entries(space: SearchSpace, lut: LatencyTable, n: int = 8) -> list[Entry]:
@@ -56,33 +43,45 @@ class NetworkTimes:
 
     raw_ms: list[float]
     compensated_ms: list[float]
-    load_factor: float  # median anchor speed now / when the table was built (above 1: slower now)
+    load_factor: float  # anchor blocks now / when the table was built (above 1: slower now)
+    level_factor: float | None  # reference networks now / during the build; None: the table has none
 
 
 def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyTable, num_classes: int,
-                     rounds: int = 9, anchors: list[Entry] = ()) -> NetworkTimes:
+                     rounds: int = 15, anchors: list[Entry] = ()) -> NetworkTimes:
     """Statistic (ms) of each whole network (batch ``lut.batch``, eval) with the LUT's backend and settings.
 
-    The ``anchors`` (table entries) are re-timed right before every timed call of a network; their sum now
-    over their sum in the table is the machine's speed at that moment relative to the build, and dividing
-    each call by it gives the compensated times (``target_script.measure_paired``).
+    The ``anchors`` (table entries) are re-timed right before every timed call of a network and each call is
+    divided by the machine's speed at that moment relative to the whole run (``target_script.measure_paired``).
+    The table's reference networks (timed during the build, interleaved with the blocks) are measured the same
+    way; their times now over their times then (``level_factor``) put the compensated times on the build's
+    speed, which is the speed the table's entries describe.
     """
     runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
-    stored = lut.store.get([e.key for e in anchors], lut.backend, lut.threads, lut.statistic)
-    ref_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
-    ref_ms = sum(float(stored[k]["value_ms"]) for k in ref_items)
+    refs = reference_entries(space, num_classes, lut.batch, lut.channels_last)
+    stored = lut.store.get([e.key for e in list(anchors) + refs], lut.backend, lut.threads, lut.statistic)
+    anchor_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
+    anchor_ms = sum(float(stored[k]["value_ms"]) for k in anchor_items)
     items = {}
     for j, c in enumerate(choices):
         model = FBNetModel(space.to_spec(c), num_classes).eval()
         items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
-    if not ref_items:
-        stats = runner.measure(items, rounds=rounds)
-        raw = [float(stats[f"net{j}"]["value_ms"]) for j in range(len(choices))]
-        return NetworkTimes(raw, list(raw), 1.0)
-    stats = runner.measure_paired(items, ref_items, ref_ms, rounds=rounds)
+    ref_keys = [e.key for e in refs if e.key in stored]
+    for e in refs:
+        if e.key in stored:
+            items[e.key] = (build_module(e.desc), input_shape(e.desc))
     keys = [f"net{j}" for j in range(len(choices))]
-    return NetworkTimes([float(stats[k]["value_ms"]) for k in keys], [float(stats[k]["compensated_ms"]) for k in keys],
-                        float(np.median([float(stats[k]["speed_factor"]) for k in keys])))
+    if not anchor_items:
+        stats = runner.measure(items, rounds=rounds)
+        comp = {k: float(v["value_ms"]) for k, v in stats.items()}
+        raw, load = dict(comp), 1.0
+    else:
+        stats = runner.measure_paired(items, anchor_items, anchor_ms, rounds=rounds)
+        comp = {k: float(v["compensated_ms"]) for k, v in stats.items()}
+        raw = {k: float(v["value_ms"]) for k, v in stats.items()}
+        load = float(np.median([float(stats[k]["speed_factor"]) for k in keys]))
+    level = float(np.median([comp[k] / float(stored[k]["value_ms"]) for k in ref_keys])) if ref_keys else None
+    return NetworkTimes([raw[k] for k in keys], [comp[k] / (level or 1.0) for k in keys], load, level)
 
 
 def metrics(pred: list[float], meas: list[float]) -> dict[str, float]:
@@ -104,7 +103,7 @@ def _classes(lut: LatencyTable, space: SearchSpace, num_classes: int | None) -> 
 
 
 def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
-                   num_classes: int | None = None, compensate_drift: bool = True) -> dict[str, Any]:
+                   num_classes: int | None = None, compensate_drift: bool = True, rounds: int = 15) -> dict[str, Any]:
     """Measure ``samples`` networks (fit stream), fit overhead + per-type scales, store them in the DB.
 
     With ``compensate_drift`` (default) the fit uses the drift-compensated times (see :func:`measure_networks`),
@@ -115,10 +114,11 @@ def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: in
     lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
     choices = sample_choices(space, samples, seed, FIT_STREAM)
     preds = [lut.predict(space.to_spec(c)) for c in choices]  # fails early (with the build command) if incomplete
-    times = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    times = measure_networks(space, choices, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     params = correction.fit([p.by_type for p in preds], measured)
-    params.update({"load_factor": times.load_factor, "drift_compensated": compensate_drift,
+    params.update({"load_factor": times.load_factor, "level_factor": times.level_factor,
+                   "drift_compensated": compensate_drift,
                    "space": space.name, "input_size": space.input_size, "seed": seed, "stream": FIT_STREAM,
                    "fit_choices": choices, "num_classes": classes})
     lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic)
@@ -127,12 +127,13 @@ def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: in
 
 
 def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0, num_classes: int | None = None,
-             plot: str | Path | None = None, compensate_drift: bool = True) -> dict[str, Any]:
+             plot: str | Path | None = None, compensate_drift: bool = True, rounds: int = 15) -> dict[str, Any]:
     """Spearman/Pearson/MAPE/within-10% of the plain sum (and the correction, if any) vs measured networks.
 
     With ``compensate_drift`` (default) the top-level metrics compare with the drift-compensated times (each
-    timed call divided by the anchors' speed at that moment relative to the table, :func:`measure_networks`);
-    the metrics against the raw times are always reported under ``raw``, with ``load_factor``.
+    timed call divided by the machine's speed at that moment, then put on the build's speed by the reference
+    networks, :func:`measure_networks`); the metrics against the raw times are always reported under ``raw``,
+    with ``load_factor`` and ``level_factor``.
     """
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
@@ -140,13 +141,13 @@ def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
     fitted = {tuple(c) for c in (lut.correction or {}).get("fit_choices", [])}
     choices = sample_choices(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
     preds = [lut.predict(space.to_spec(c)) for c in choices]
-    times = measure_networks(space, choices, lut, classes, anchors=anchor_entries(space, lut))
+    times = measure_networks(space, choices, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     plain = [p.total_ms for p in preds]
     result: dict[str, Any] = {**metrics(plain, measured), "n": len(choices), "backend": lut.backend,
                               "threads": lut.threads, "statistic": lut.statistic, "space": space.name,
                               "input_size": space.input_size, "seed": seed, "drift_compensated": compensate_drift,
-                              "load_factor": times.load_factor}
+                              "load_factor": times.load_factor, "level_factor": times.level_factor}
     corrected = None
     if lut.correction and all(p.corrected_ms is not None for p in preds):
         corrected = [float(p.corrected_ms) for p in preds]  # type: ignore[arg-type]
