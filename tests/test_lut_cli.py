@@ -167,6 +167,7 @@ def test_fit_correction_then_validate_json_and_plot(built_db, space_file, tmp_pa
     assert out["drift_compensated"] is True and set(out["raw"]["plain"]) == {"spearman", "pearson", "mape",
                                                                                "within_10pct"}
     assert all(x["measured_ms"] > 0 and x["raw_ms"] > 0 for x in out["samples"])
+    assert out["level_factor"] > 0 and out["load_factor"] > 0  # the build stored reference networks
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # validation samples never include the architectures the correction was fitted on
     from fbnas.lut.store import LutStore

@@ -170,3 +170,30 @@ def test_two_concurrent_writer_processes(tmp_path):
     keys = {r["key"] for r in rows}
     assert len(keys) == 180
     assert all(f"a-{i}" in keys and f"b-{i}" in keys and f"shared-{i}" in keys for i in range(60))
+
+
+def test_reference_networks_are_timed_with_new_blocks_only(tmp_path):
+    """A build stores the space's reference networks beside its blocks (same rounds); a rebuild with nothing
+    new leaves them alone; a table that lacks them gets only them."""
+    from fbnas.lut.predict import reference_entries
+    from fbnas.lut.store import LutStore
+
+    space = tiny_space()
+    path = tmp_path / "refs.db"
+    res = build_table(path, space=space, num_classes=10, progress=False)
+    refs = reference_entries(space, num_classes=10)
+    assert res["measured"] == 8 and res["references"] == len(refs) >= 2
+    with LutStore(path) as store:
+        rows = {r["key"]: r for r in store.rows()}
+    assert all(rows[e.key]["block"]["kind"] == "network" and rows[e.key]["value_ms"] > 0 for e in refs)
+    first = {e.key: rows[e.key]["measured_at"] for e in refs}
+    again = build_table(path, space=space, num_classes=10, progress=False)
+    assert again["measured"] == 0 and again["references"] == 0
+    with LutStore(path) as store:
+        store.conn.execute("DELETE FROM entries WHERE key=?", (refs[0].key,))
+        store.conn.commit()
+    only_refs = build_table(path, space=space, num_classes=10, progress=False)
+    assert only_refs["measured"] == 0 and only_refs["references"] == len(refs)
+    with LutStore(path) as store:
+        rows = {r["key"]: r for r in store.rows()}
+    assert refs[0].key in rows and len(first) == len(refs)
