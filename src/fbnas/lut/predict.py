@@ -89,8 +89,6 @@ def sample_choices(space: SearchSpace, n: int, seed: int, stream: int,
     return out
 
 
-
-
 def reference_entries(space: SearchSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
                       n: int = REFERENCE_NETWORKS) -> list[Entry]:
     """``n`` fixed random networks of ``space`` that a build times interleaved with its blocks, so validation

@@ -183,7 +183,12 @@ def cost_gradient(logits: torch.Tensor, labels: torch.Tensor, cost: torch.Tensor
     if s.loss.form == "none" or not cost.requires_grad:
         return None
     cost_only, _ = dnas_loss(logits.detach(), labels, cost, s.loss)
-    return list(torch.autograd.grad(cost_only, params, retain_graph=True, allow_unused=True))
+    grads = torch.autograd.grad(cost_only, params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+
+
+def _accumulate(total: list[torch.Tensor] | None, grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    return grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
 
 
 def cost_pull(cost_sum: list[torch.Tensor] | None, total_sum: list[torch.Tensor] | None) -> float:
@@ -222,10 +227,9 @@ def train_theta(net, loader, opt, cost_model, s, epoch: int, tau: float) -> dict
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if g_cost is not None:
-                g_cost = [torch.zeros_like(p) if g is None else g for g, p in zip(g_cost, params, strict=True)]
-                g_total = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
-                cost_sum = g_cost if cost_sum is None else [a + b for a, b in zip(cost_sum, g_cost, strict=True)]
-                total_sum = g_total if total_sum is None else [a + b for a, b in zip(total_sum, g_total, strict=True)]
+                cost_sum = _accumulate(cost_sum, g_cost)
+                total_sum = _accumulate(total_sum, [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                                                    for p in params])
             opt.step()
             sums["t_loss"] += float(loss.detach()) * len(y)
             sums["t_ce"] += parts["ce"] * len(y)
