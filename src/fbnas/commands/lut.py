@@ -74,9 +74,9 @@ def add_parser(sub) -> None:
     v.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds per network (default 15)")
     v.add_argument("--raw", action="store_true",
                    help="top-level metrics against the raw times; by default every timed network call is divided "
-                        "by the machine's speed at that moment (anchor blocks timed just before it, relative to "
-                        "the table), so a shared machine's speed drift does not count as prediction error "
-                        "(the raw metrics are always reported under 'raw')")
+                        "by the machine's speed at that moment (anchor blocks timed just before it) and put on the "
+                        "build's speed (reference networks), so a shared machine's speed drift does not count as "
+                        "prediction error (the raw metrics are always reported under 'raw')")
     _setting_args(v)
     add_format_arg(v)
     v.set_defaults(func=_validate)
@@ -242,7 +242,7 @@ def _validate(args) -> int:
           + f"; load factor {res['load_factor']:.3f}: anchor blocks now / when stored)")
     if res.get("level_factor") is None:
         print("note: this table has no reference networks (built before they existed), so the times are not "
-              "put on the build's speed; `fbnas lut build --force` for this space adds them")
+              "put on the build's speed; `fbnas lut build` for this space adds them")
     else:
         print(f"level factor {res['level_factor']:.3f} (reference networks now / during the build)")
     return 0

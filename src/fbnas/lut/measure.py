@@ -132,30 +132,30 @@ class Runner:
             x = x.contiguous(memory_format=torch.channels_last)
         return lambda: module(x)
 
-    def measure(self, items: dict[str, tuple[nn.Module, list[int]]], rounds: int = 5,
-                progress: Callable[[int], None] | None = None, **kw: Any) -> dict[str, dict[str, float | int]]:
-        """Median/IQR/count in ms for every (module, input shape), interleaved over ``rounds``."""
+    @contextlib.contextmanager
+    def _timing(self) -> Iterator[None]:
+        """The setting every timing runs in: tuned allocator, fixed threads, inference mode for torch."""
         from fbnas.runtime import tune_allocator
 
         tune_allocator()
-        with torch_threads(self.threads):
-            fns = {k: self.callable_for(m, s) for k, (m, s) in items.items()}
-            mode = torch.inference_mode() if self.backend == "torch" else contextlib.nullcontext()
-            with mode:
-                return target_script.measure_all(fns, rounds=rounds, progress=progress, statistic=self.statistic,
-                                                 **kw)
+        mode = torch.inference_mode() if self.backend == "torch" else contextlib.nullcontext()
+        with torch_threads(self.threads), mode:
+            yield
+
+    def _callables(self, items: dict[str, tuple[nn.Module, list[int]]]) -> dict[str, Callable[[], Any]]:
+        return {k: self.callable_for(m, s) for k, (m, s) in items.items()}
+
+    def measure(self, items: dict[str, tuple[nn.Module, list[int]]], rounds: int = 5,
+                progress: Callable[[int], None] | None = None, **kw: Any) -> dict[str, dict[str, float | int]]:
+        """Median/IQR/count in ms for every (module, input shape), interleaved over ``rounds``."""
+        with self._timing():
+            return target_script.measure_all(self._callables(items), rounds=rounds, progress=progress,
+                                             statistic=self.statistic, **kw)
 
     def measure_paired(self, items: dict[str, tuple[nn.Module, list[int]]],
                        anchors: dict[str, tuple[nn.Module, list[int]]], anchors_stored_ms: float, rounds: int = 9,
                        progress: Callable[[int], None] | None = None) -> dict[str, dict[str, float | int]]:
         """:meth:`measure` with the anchors timed before every call (see ``target_script.measure_paired``)."""
-        from fbnas.runtime import tune_allocator
-
-        tune_allocator()
-        with torch_threads(self.threads):
-            fns = {k: self.callable_for(m, s) for k, (m, s) in items.items()}
-            refs = {k: self.callable_for(m, s) for k, (m, s) in anchors.items()}
-            mode = torch.inference_mode() if self.backend == "torch" else contextlib.nullcontext()
-            with mode:
-                return target_script.measure_paired(fns, refs, anchors_stored_ms, rounds=rounds, progress=progress,
-                                                    statistic=self.statistic)
+        with self._timing():
+            return target_script.measure_paired(self._callables(items), self._callables(anchors), anchors_stored_ms,
+                                                rounds=rounds, progress=progress, statistic=self.statistic)

@@ -66,10 +66,8 @@ def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyT
     for j, c in enumerate(choices):
         model = FBNetModel(space.to_spec(c), num_classes).eval()
         items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
-    ref_keys = [e.key for e in refs if e.key in stored]
-    for e in refs:
-        if e.key in stored:
-            items[e.key] = (build_module(e.desc), input_shape(e.desc))
+    stored_refs = [e for e in refs if e.key in stored]
+    items.update({e.key: (build_module(e.desc), input_shape(e.desc)) for e in stored_refs})
     keys = [f"net{j}" for j in range(len(choices))]
     if not anchor_items:
         stats = runner.measure(items, rounds=rounds)
@@ -80,7 +78,8 @@ def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyT
         comp = {k: float(v["compensated_ms"]) for k, v in stats.items()}
         raw = {k: float(v["value_ms"]) for k, v in stats.items()}
         load = float(np.median([float(stats[k]["speed_factor"]) for k in keys]))
-    level = float(np.median([comp[k] / float(stored[k]["value_ms"]) for k in ref_keys])) if ref_keys else None
+    level = (float(np.median([comp[e.key] / float(stored[e.key]["value_ms"]) for e in stored_refs]))
+             if stored_refs else None)
     return NetworkTimes([raw[k] for k in keys], [comp[k] / (level or 1.0) for k in keys], load, level)
 
 
