@@ -96,7 +96,7 @@ def test_cost_gradient_is_the_latency_terms_share_of_the_theta_gradient():
     thetas, logits, labels, cost, s, cfg = _toy_theta_step("paper")
     g_cost = cost_gradient(logits, labels, cost, s, thetas)
     # by hand: d/dtheta [CE (held constant) * alpha * (log LAT)^beta]
-    ce = float(F.cross_entropy(logits, labels))
+    ce = float(F.cross_entropy(logits, labels).detach())
     want = torch.autograd.grad(ce * 0.2 * torch.log(cost).pow(0.6), thetas, retain_graph=True)
     for g, h in zip(g_cost, want, strict=True):
         assert torch.allclose(g, h, atol=1e-7)
@@ -104,7 +104,7 @@ def test_cost_gradient_is_the_latency_terms_share_of_the_theta_gradient():
     total = torch.autograd.grad(loss, thetas, retain_graph=True)
     # the rest is alpha * (log LAT)^beta * dCE/dtheta
     dce = torch.autograd.grad(F.cross_entropy(logits, labels), thetas)
-    factor = 0.2 * math.log(float(cost)) ** 0.6
+    factor = 0.2 * math.log(float(cost.detach())) ** 0.6
     for t, g, d in zip(total, g_cost, dce, strict=True):
         assert torch.allclose(t - g, factor * d, atol=1e-6)
     pull = cost_pull(list(g_cost), list(total))
