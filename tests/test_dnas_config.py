@@ -23,6 +23,9 @@ def test_shipped_config_and_quick_preset_resolve():
     assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.t_lr == 0.01 and full.t_weight_decay == 5e-4
     assert full.tau0 == 5.0 and full.tau_decay == 0.045 and full.theta_split == 0.2 and full.w_momentum == 0.9
     assert quick.epochs < full.epochs and quick.subset < full.subset and quick.in_channels == 1
+    # the quick preset keeps the paper's loss (the latency-term check); the full search aims at a budget
+    assert quick.loss.form == "paper" and quick.loss.target is None
+    assert full.loss.form == "target" and full.loss.target is not None and full.loss.target > 0
 
 
 @pytest.mark.parametrize("override, field", [
