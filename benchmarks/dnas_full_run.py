@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--margin-min", type=float, default=3.0, help="kept free for start-up and noise")
     p.add_argument("--goal", type=float, default=0.939, help="test accuracy to reach (Google AutoML Vision)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--train-args", default="--crop-padding 2 --hflip",
+    p.add_argument("--train-args", default="--crop-padding 2 --hflip --label-smoothing 0.1",
                    help="extra fbnas train options of the retraining recipe")
     return p.parse_args(argv)
 
