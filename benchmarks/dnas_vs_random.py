@@ -37,7 +37,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--limit-train", type=int, default=None, help="retrain on the first N training images")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0, help="seed of the random sampling and of retraining")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sampling (and of retraining, unless "
+                                                           "--train-seeds)")
+    p.add_argument("--train-seeds", default=None, metavar="S1,S2,...",
+                   help="retrain every architecture once per seed and compare mean accuracies (default: --seed)")
     p.add_argument("--jobs", type=int, default=1, help="retrain this many architectures at once")
     return p.parse_args(argv)
 
@@ -113,45 +116,93 @@ def matched_random_archs(result: dict, cfg: dict, num: int, tolerance: float, se
     return entries, info
 
 
+def train_seeds(args: argparse.Namespace) -> list[int]:
+    """``--train-seeds`` as a list of ints (one-line error when malformed); ``[--seed]`` when not given."""
+    if args.train_seeds is None:
+        return [args.seed]
+    try:
+        seeds = [int(t) for t in args.train_seeds.split(",") if t.strip()]
+    except ValueError:
+        raise SystemExit(f"--train-seeds: expected comma-separated integers, got {args.train_seeds!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise SystemExit(f"--train-seeds: expected distinct integers, got {args.train_seeds!r}")
+    return seeds
+
+
+def run_name(name: str, seed: int, first_seed: int) -> str:
+    """Run folder of one (arch, seed): the first seed keeps the bare name, so older folders are reused."""
+    return name if seed == first_seed else f"{name}.seed{seed}"
+
+
+def compare(rows: list[dict]) -> dict:
+    """DNAS (``rows[0]``) vs. the random ones on mean test accuracy over the retraining seeds."""
+    mean = [statistics.fmean(r["test_acc_by_seed"]) for r in rows]
+    median = statistics.median(mean[1:])
+    return {"dnas_test_acc": mean[0], "random_test_acc": mean[1:], "random_median_test_acc": median,
+            "dnas_at_least_median": mean[0] >= median,
+            "dnas_rank": 1 + sum(m > mean[0] for m in mean[1:])}
+
+
 def retrain_all(named_archs: list[tuple[str, dict]], args: argparse.Namespace, cfg: dict, out: Path) -> dict:
-    """Retrain every arch with ``fbnas train`` (``--jobs`` at a time); returns {name: last metrics row}."""
+    """Retrain every arch once per training seed with ``fbnas train`` (``--jobs`` at a time); returns
+    {(name, seed): last metrics row}."""
     import subprocess
     import time
 
     from fbnas.io import atomic_write_json, read_jsonl
 
     data = cfg.get("data", {})
+    seeds = train_seeds(args)
     cmds = []
-    for name, arch in named_archs:
-        run_dir = out / name
-        arch_file = out / f"{name}.arch.json"
-        atomic_write_json(arch_file, arch)
-        cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(arch_file), "--out", str(run_dir),
-               "--data", data.get("name", "fashion-mnist"), "--epochs", str(args.epochs), "--seed", str(args.seed),
-               "--no-progress"]
-        if data.get("dir"):
-            cmd += ["--data-dir", str(data["dir"])]
-        for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--threads", args.threads),
-                            ("--limit-train", args.limit_train)):
-            if value is not None:
-                cmd += [flag, str(value)]
-        if (run_dir / "checkpoint.pt").exists():
-            cmd += ["--resume"]
-        cmds.append((name, cmd, run_dir))
-    running: list[tuple[str, subprocess.Popen]] = []
+    for seed in seeds:
+        for name, arch in named_archs:
+            run_dir = out / run_name(name, seed, seeds[0])
+            arch_file = out / f"{name}.arch.json"
+            atomic_write_json(arch_file, arch)
+            cmds.append(((name, seed), train_command(arch_file, run_dir, seed, args, data), run_dir))
+    running: list[tuple[tuple[str, int], subprocess.Popen]] = []
     pending = list(cmds)
     while pending or running:
         while pending and len(running) < max(1, args.jobs):
-            name, cmd, run_dir = pending.pop(0)
-            print(f"retraining {name} -> {run_dir}", file=sys.stderr, flush=True)
-            running.append((name, subprocess.Popen(cmd)))
+            key, cmd, run_dir = pending.pop(0)
+            if finished(run_dir, args.epochs):
+                print(f"reusing {run_dir} ({args.epochs} epochs done)", file=sys.stderr, flush=True)
+                continue
+            print(f"retraining {key[0]} (seed {key[1]}) -> {run_dir}", file=sys.stderr, flush=True)
+            running.append((key, subprocess.Popen(cmd)))
         time.sleep(1.0)
         for item in list(running):
             if item[1].poll() is not None:
                 running.remove(item)
                 if item[1].returncode != 0:
-                    raise SystemExit(f"retraining {item[0]} failed (exit {item[1].returncode})")
-    return {name: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for name, _, run_dir in cmds}
+                    raise SystemExit(f"retraining {item[0][0]} (seed {item[0][1]}) failed "
+                                     f"(exit {item[1].returncode})")
+    return {key: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for key, _, run_dir in cmds}
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    """Whether ``run_dir`` already holds a training run's last epoch (then it is not started again)."""
+    from fbnas.io import read_jsonl
+
+    path = run_dir / "metrics.jsonl"
+    rows = read_jsonl(path) if path.exists() else []
+    return bool(rows) and int(rows[-1].get("epoch", 0)) >= epochs
+
+
+def train_command(arch_file: Path, run_dir: Path, seed: int, args: argparse.Namespace, data: dict) -> list[str]:
+    """The ``fbnas train`` command line of one (arch, seed); ``--resume`` when its checkpoint exists."""
+    cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(arch_file), "--out", str(run_dir),
+           "--data", data.get("name", "fashion-mnist"), "--epochs", str(args.epochs), "--seed", str(seed),
+           "--no-progress"]
+    if data.get("dir"):
+        cmd += ["--data-dir", str(data["dir"])]
+    for flag, value in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--threads", args.threads),
+                        ("--limit-train", args.limit_train)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if (run_dir / "checkpoint.pt").exists():
+        cmd += ["--resume"]
+    return cmd
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,19 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     search_dir = Path(args.search_dir) if args.search_dir else out / "search"
     result, cfg = run_or_load_search(args, search_dir)
     randoms, info = matched_random_archs(result, cfg, args.num_random, args.tolerance, args.seed)
+    seeds = train_seeds(args)
     metrics = retrain_all([("dnas", result["arch"])] + [(r["name"], r["arch"]) for r in randoms], args, cfg, out)
-    rows = [{"name": "dnas", "choice_names": result["choice_names"], "cost": info["dnas_cost"],
-             "latency_ms": result.get("latency_ms"), **metrics["dnas"]}]
-    for r in randoms:
-        rows.append({"name": r["name"], "choice_names": r["choice_names"], "cost": r["cost"],
-                     "latency_ms": r["latency_ms"], **metrics[r["name"]]})
-    rand_acc = [r["test_acc"] for r in rows[1:]]
-    median = statistics.median(rand_acc)
-    summary = {
-        "dnas_test_acc": rows[0]["test_acc"], "random_test_acc": rand_acc, "random_median_test_acc": median,
-        "dnas_at_least_median": rows[0]["test_acc"] >= median, "epochs": args.epochs, "matching": info,
-        "runs": rows,
-    }
+    entries = [{"name": "dnas", "choice_names": result["choice_names"], "cost": info["dnas_cost"],
+                "latency_ms": result.get("latency_ms")}]
+    entries += [{"name": r["name"], "choice_names": r["choice_names"], "cost": r["cost"],
+                 "latency_ms": r["latency_ms"]} for r in randoms]
+    rows = [{**e, "test_acc_by_seed": [metrics[(e["name"], sd)]["test_acc"] for sd in seeds],
+             "last_metrics": {sd: metrics[(e["name"], sd)] for sd in seeds}} for e in entries]
+    summary = {**compare(rows), "epochs": args.epochs, "train_seeds": seeds, "matching": info, "runs": rows}
     atomic_write_json(out / "summary.json", summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=2))
     return 0
