@@ -36,6 +36,7 @@ from fbnas.search.run import (
     RunFolder,
     choices_probability,
     describe_arch,
+    distribution_summary,
     load_config,
     sample_choices,
 )
@@ -269,6 +270,7 @@ def build_result(net: Supernet, space, s: SearchSettings, cost_model: CostModel,
         "num_classes": num_classes,
         "samples": samples,
         "probs": [p.tolist() for p in probs],
+        "distribution": distribution_summary(probs),
         "epochs": len(history),
         "final": {k: v for k, v in history[-1].items() if k != "elapsed_s"} if history else {},
         "timing": {"search_seconds": history[-1]["elapsed_s"] if history else 0.0},
@@ -278,13 +280,21 @@ def build_result(net: Supernet, space, s: SearchSettings, cost_model: CostModel,
 def format_result(result: dict) -> str:
     """The found architecture as printed at the end of a search."""
     lines = ["found architecture (argmax of P_theta), choice per searchable layer:"]
+    dist = result.get("distribution")
     for li, name in enumerate(result["choice_names"]):
-        lines.append(f"  layer {li:2d}: {name}")
+        p_s = ""
+        if dist is not None:
+            p_s = f"  (p {dist['max_prob'][li]:.2f}, uniform {1 / len(result['probs'][li]):.2f})"
+        lines.append(f"  layer {li:2d}: {name}{p_s}")
     lat = result.get("latency_ms")
     lat_s = f"{lat:.3f} ms (LUT)" if lat is not None else "n/a (no LUT configured)"
     lines.append(f"predicted latency: {lat_s}")
     lines.append(f"MACs: {result['macs'] / 1e6:.3f} M   params: {result['params'] / 1e6:.3f} M")
     lines.append(f"search cost ({result['cost']['kind']}): {result['cost']['value']:.3f} {result['cost']['unit']}")
+    if dist is not None and dist["near_uniform"]:
+        lines.append(f"note: P_theta is still close to uniform (mean entropy {dist['mean_normalized_entropy']:.3f} "
+                     "of the maximum): the argmax is nearly a random pick at this cost; search longer or on more "
+                     "data for a decided architecture")
     return "\n".join(lines)
 
 

@@ -310,6 +310,25 @@ def choices_probability(probs: list[torch.Tensor], choices: list[int]) -> float:
     return float(np.exp(logp))
 
 
+# Mean normalized entropy above which P_theta counts as "still near uniform" (the argmax is then close to a
+# random pick among architectures of the same cost; e.g. max probability 0.18 of 9 candidates gives 0.98).
+NEAR_UNIFORM_ENTROPY = 0.97
+
+
+def distribution_summary(probs: list[torch.Tensor]) -> dict:
+    """How decided P_theta is: per layer the argmax probability and entropy / log(K) (1: uniform, 0: one-hot),
+    their mean, and ``near_uniform`` when the mean stays above :data:`NEAR_UNIFORM_ENTROPY`."""
+    max_prob, norm_entropy = [], []
+    for p in probs:
+        p = p.detach().double().clamp_min(1e-12)
+        k = p.numel()
+        max_prob.append(float(p.max()))
+        norm_entropy.append(float(-(p * p.log()).sum() / np.log(k)) if k > 1 else 0.0)
+    mean = float(np.mean(norm_entropy)) if norm_entropy else 0.0
+    return {"max_prob": max_prob, "normalized_entropy": norm_entropy, "mean_normalized_entropy": mean,
+            "near_uniform": mean > NEAR_UNIFORM_ENTROPY}
+
+
 def describe_arch(space, choices: list[int], num_classes: int, name: str,
                   latency_fn: Callable[[Any], float] | None = None) -> dict:
     """An arch entry for result.json: spec dict, choices, choice names, MACs, params, LUT latency (or None)."""
