@@ -143,7 +143,8 @@ def compare(rows: list[dict]) -> dict:
             "dnas_rank": 1 + sum(m > mean[0] for m in mean[1:])}
 
 
-def retrain_all(named_archs: list[tuple[str, dict]], args: argparse.Namespace, cfg: dict, out: Path) -> dict:
+def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: argparse.Namespace, cfg: dict,
+                out: Path) -> dict:
     """Retrain every arch once per training seed with ``fbnas train`` (``--jobs`` at a time); returns
     {(name, seed): last metrics row}."""
     import subprocess
@@ -152,7 +153,6 @@ def retrain_all(named_archs: list[tuple[str, dict]], args: argparse.Namespace, c
     from fbnas.io import atomic_write_json, read_jsonl
 
     data = cfg.get("data", {})
-    seeds = train_seeds(args)
     cmds = []
     for seed in seeds:
         for name, arch in named_archs:
@@ -184,8 +184,7 @@ def finished(run_dir: Path, epochs: int) -> bool:
     """Whether ``run_dir`` already holds a training run's last epoch (then it is not started again)."""
     from fbnas.io import read_jsonl
 
-    path = run_dir / "metrics.jsonl"
-    rows = read_jsonl(path) if path.exists() else []
+    rows = read_jsonl(run_dir / "metrics.jsonl")
     return bool(rows) and int(rows[-1].get("epoch", 0)) >= epochs
 
 
@@ -211,12 +210,13 @@ def main(argv: list[str] | None = None) -> int:
 
     tune_allocator()
     args = parse_args(argv)
+    seeds = train_seeds(args)  # a malformed list fails before any work
     out = Path(args.out)
     search_dir = Path(args.search_dir) if args.search_dir else out / "search"
     result, cfg = run_or_load_search(args, search_dir)
     randoms, info = matched_random_archs(result, cfg, args.num_random, args.tolerance, args.seed)
-    seeds = train_seeds(args)
-    metrics = retrain_all([("dnas", result["arch"])] + [(r["name"], r["arch"]) for r in randoms], args, cfg, out)
+    metrics = retrain_all([("dnas", result["arch"])] + [(r["name"], r["arch"]) for r in randoms], seeds, args, cfg,
+                          out)
     entries = [{"name": "dnas", "choice_names": result["choice_names"], "cost": info["dnas_cost"],
                 "latency_ms": result.get("latency_ms")}]
     entries += [{"name": r["name"], "choice_names": r["choice_names"], "cost": r["cost"],
