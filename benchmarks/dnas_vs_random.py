@@ -153,13 +153,14 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
     from fbnas.io import atomic_write_json, read_jsonl
 
     data = cfg.get("data", {})
+    arch_files = {name: out / f"{name}.arch.json" for name, _ in named_archs}
+    for name, arch in named_archs:
+        atomic_write_json(arch_files[name], arch)
     cmds = []
     for seed in seeds:
-        for name, arch in named_archs:
+        for name, _ in named_archs:
             run_dir = out / run_name(name, seed, seeds[0])
-            arch_file = out / f"{name}.arch.json"
-            atomic_write_json(arch_file, arch)
-            cmds.append(((name, seed), train_command(arch_file, run_dir, seed, args, data), run_dir))
+            cmds.append(((name, seed), train_command(arch_files[name], run_dir, seed, args, data), run_dir))
     running: list[tuple[tuple[str, int], subprocess.Popen]] = []
     pending = list(cmds)
     while pending or running:
