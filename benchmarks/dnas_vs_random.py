@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-seeds", default=None, metavar="S1,S2,...",
                    help="retrain every architecture once per seed and compare mean accuracies (default: --seed)")
     p.add_argument("--jobs", type=int, default=1, help="retrain this many architectures at once")
+    p.add_argument("--reuse", action="append", default=[], metavar="DIR",
+                   help="earlier --out folder: a finished run there of the same architecture, seed and flags is "
+                        "copied instead of retrained (repeatable)")
     return p.parse_args(argv)
 
 
@@ -154,6 +157,10 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
 
     data = cfg.get("data", {})
     arch_files = {name: out / f"{name}.arch.json" for name, _ in named_archs}
+    arch_by_name = dict(named_archs)
+    for seed in seeds:  # a folder trained for another architecture (another search's window) is never reused
+        for name, arch in named_archs:
+            check_same_arch(out / run_name(name, seed, seeds[0]), arch)
     for name, arch in named_archs:
         atomic_write_json(arch_files[name], arch)
     cmds = []
@@ -166,6 +173,8 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
     while pending or running:
         while pending and len(running) < max(1, args.jobs):
             key, cmd, run_dir = pending.pop(0)
+            if not finished(run_dir, args.epochs):
+                copy_equal_run(arch_by_name[key[0]], key[1], args, run_dir)
             if finished(run_dir, args.epochs):
                 print(f"reusing {run_dir} ({args.epochs} epochs done)", file=sys.stderr, flush=True)
                 continue
@@ -179,6 +188,47 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
                     raise SystemExit(f"retraining {item[0][0]} (seed {item[0][1]}) failed "
                                      f"(exit {item[1].returncode})")
     return {key: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for key, _, run_dir in cmds}
+
+
+def check_same_arch(run_dir: Path, arch: dict) -> None:
+    """Refuse (one line) to reuse or resume ``run_dir`` when its ``config.json`` holds another architecture."""
+    config = run_dir / "config.json"
+    if not config.exists():
+        return
+    if not same_blocks(json.loads(config.read_text()).get("arch", {}), arch):
+        raise SystemExit(f"{run_dir}: trained for a different architecture than {run_dir.name.split('.')[0]} of "
+                         "this search; use another --out")
+
+
+def same_blocks(a: dict, b: dict) -> bool:
+    """Whether two arch specs are the same network (their names aside)."""
+    return {k: v for k, v in a.items() if k != "name"} == {k: v for k, v in b.items() if k != "name"}
+
+
+def equal_run(config: dict, arch: dict, seed: int, args: argparse.Namespace) -> bool:
+    """Whether a run's ``config.json`` is the retraining this script would start for (arch, seed, flags)."""
+    recipe, data = config.get("recipe", {}), config.get("data", {})
+    wanted = {"epochs": args.epochs, "seed": seed, "batch_size": args.batch_size, "lr": args.lr,
+              "threads": args.threads}
+    return (same_blocks(config.get("arch", {}), arch) and data.get("limit_train") == args.limit_train
+            and all(v is None or recipe.get(k) == v for k, v in wanted.items()))
+
+
+def copy_equal_run(arch: dict, seed: int, args: argparse.Namespace, run_dir: Path) -> None:
+    """Copy a finished equal run from a ``--reuse`` folder into ``run_dir`` (via a temporary folder and rename)."""
+    import shutil
+
+    if run_dir.exists():
+        return
+    for folder in map(Path, args.reuse):
+        for config in sorted(folder.glob("*/config.json")):
+            if equal_run(json.loads(config.read_text()), arch, seed, args) and finished(config.parent, args.epochs):
+                tmp = run_dir.with_name(run_dir.name + ".copying")
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(config.parent, tmp)
+                tmp.rename(run_dir)
+                print(f"copied {config.parent} -> {run_dir}", file=sys.stderr, flush=True)
+                return
 
 
 def finished(run_dir: Path, epochs: int) -> bool:

@@ -52,3 +52,34 @@ def test_finished_reads_last_epoch(bench, tmp_path):
     assert not bench.finished(tmp_path, 3)
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"epoch": 2}) + "\n" + json.dumps({"epoch": 3}) + "\n")
     assert bench.finished(tmp_path, 3)
+
+
+def test_run_of_another_architecture_is_not_reused(bench, tmp_path):
+    arch = {"name": "random0", "stages": [[["ir_k3", 24, 1, 1, {"e": 3}]]]}
+    bench.check_same_arch(tmp_path, arch)  # no run yet
+    (tmp_path / "config.json").write_text(json.dumps({"arch": {**arch, "name": "other"}}))
+    bench.check_same_arch(tmp_path, arch)  # same blocks under another name: reused
+    (tmp_path / "config.json").write_text(json.dumps({"arch": {**arch, "stages": [[["ir_k5", 24, 1, 1, {}]]]}}))
+    with pytest.raises(SystemExit, match="different architecture"):
+        bench.check_same_arch(tmp_path, arch)
+
+
+def test_equal_finished_run_is_copied_from_reuse_folder(bench, tmp_path):
+    arch = {"name": "random3", "stages": [[["ir_k3", 24, 1, 1, {"e": 3}]]]}
+    old = tmp_path / "old" / "random0"
+    old.mkdir(parents=True)
+    config = {"arch": {**arch, "name": "random0"}, "recipe": {"epochs": 3, "seed": 1, "threads": 1},
+              "data": {"limit_train": None}}
+    (old / "config.json").write_text(json.dumps(config))
+    (old / "metrics.jsonl").write_text(json.dumps({"epoch": 3, "test_acc": 0.9}) + "\n")
+    args = argparse.Namespace(epochs=3, batch_size=None, lr=None, threads=1, limit_train=None,
+                              reuse=[str(tmp_path / "old")])
+    target = tmp_path / "new" / "random3.seed1"
+    target.parent.mkdir()
+    bench.copy_equal_run(arch, 0, args, target)  # other seed: not copied
+    assert not target.exists()
+    bench.copy_equal_run(arch, 1, args, target)
+    assert bench.finished(target, 3)
+    other = tmp_path / "new" / "random4"
+    bench.copy_equal_run({**arch, "stages": []}, 1, args, other)  # other blocks: not copied
+    assert not other.exists()
