@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -23,7 +25,13 @@ def test_shipped_config_and_quick_preset_resolve():
     assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.t_weight_decay == 5e-4
     # theta lr: the paper's 0.01 on the quick preset (the latency-term check), 0.1 on the short full search
     assert quick.t_lr == 0.01 and full.t_lr == 0.1
-    assert full.tau0 == 5.0 and full.tau_decay == 0.045 and full.theta_split == 0.2 and full.w_momentum == 0.9
+    assert full.tau0 == 5.0 and full.theta_split == 0.2 and full.w_momentum == 0.9
+    # temperature: the quick preset decays per epoch as the paper does; the full search's 6 epochs span the
+    # paper's whole range (5 -> 5 exp(-0.045 * 79) over its 80 search epochs)
+    assert quick.tau_decay == 0.045
+    paper_last = 5.0 * math.exp(-0.045 * 79)
+    full_last = full.tau0 * math.exp(-full.tau_decay * (full.epochs - full.warmup_epochs - 1))
+    assert abs(full_last / paper_last - 1) < 0.1
     assert quick.epochs < full.epochs and quick.subset < full.subset and quick.in_channels == 1
     # the quick preset keeps the paper's loss (the latency-term check); the full search aims at a budget
     assert quick.loss.form == "paper" and quick.loss.target is None
