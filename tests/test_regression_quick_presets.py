@@ -1,0 +1,131 @@
+"""Behaviour preserved across the space-model rebuild (issue 17): the quick presets of both shipped searches, run
+on a 1024-image Fashion-MNIST subset at 1 thread, find the architectures and probabilities recorded before it
+(``tests/data/regression_quick_presets.json``), and the space walks give the recorded LUT keys and cost rows.
+
+Latency comes from a synthetic table (every block's ms is a fixed function of its analytic MACs), so the result
+does not depend on this machine's speed. Re-record with ``FBNAS_RECORD_REGRESSION=1`` only for an intended change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fbnas.cli import main
+
+DATA = Path(__file__).parent / "data" / "regression_quick_presets.json"
+RECORD = os.environ.get("FBNAS_RECORD_REGRESSION") == "1"
+SUBSET = ["--set", "data.subset=1024", "--set", "threads=1"]
+
+
+def _synthetic_ms(desc: dict) -> float:
+    """A deterministic 'latency' from the entry's MACs: 0.01 ms + 0.05 ms per MMAC."""
+    from fbnas.cost.formulas import total
+    from fbnas.nn.ops import FAMILIES, resolve_op
+
+    resolve_op("conv_k3", {}, {})  # load the registry
+    if desc["kind"] == "classifier":
+        macs = desc["cin"] * desc["cout"]
+    else:
+        shapes, _, _ = FAMILIES[desc["family"]].shapes(desc["cin"], desc["cout"], desc["stride"], desc["h"],
+                                                        desc["w"], desc["build_params"])
+        macs = total(shapes)[0]
+    return 0.01 + 0.05 * macs / 1e6
+
+
+def _synthetic_lut(path: Path, space) -> None:
+    from fbnas.lut import needed_entries
+    from fbnas.lut.store import LutStore
+
+    entries = needed_entries(space, num_classes=10)
+    with LutStore(path, create=True) as store:
+        store.put(({"key": e.key, "value_ms": _synthetic_ms(e.desc), "spread_ms": 0.0, "samples": 1,
+                    "block": e.desc} for e in entries), "torch", 1, {"cpu": "synthetic"}, "cpu_median_cold")
+
+
+def _fmnist_space(width: float = 1.0):
+    from fbnas.space.space import load_space
+
+    return load_space("fbnet_fmnist", input_size=28, in_channels=1, width_multiplier=width)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _walks() -> dict:
+    """What the space walks produce: LUT keys per searchable layer and of the fixed blocks, analytic cost rows."""
+    from fbnas.lut import space_entries
+    from fbnas.search.loss import analytic_cost_model
+    from fbnas.space.space import load_space
+
+    out = {}
+    for name, space in (("fbnet_fmnist", _fmnist_space()),
+                        ("fbnet_v1_224", load_space("fbnet_v1", input_size=224))):
+        per_layer, fixed = space_entries(space, num_classes=10)
+        cm = {kind: analytic_cost_model(space, kind, 10) for kind in ("macs", "params")}
+        out[name] = {
+            "layer_keys": _digest([[e.key for e in layer] for layer in per_layer]),
+            "fixed_keys": _digest([e.key for e in fixed]),
+            "macs_rows": [[round(float(v), 9) for v in row] for row in cm["macs"].layers],
+            "macs_fixed": round(cm["macs"].fixed, 9),
+            "params_fixed": round(cm["params"].fixed, 9),
+            "params_rows_digest": _digest([[round(float(v), 9) for v in row] for row in cm["params"].layers]),
+        }
+    return out
+
+
+def _search(strategy: str, config: str, out: Path, extra: list[str], capsys) -> dict:
+    rc = main(["search", strategy, "--config", config, "--preset", "quick", "--out", str(out), *SUBSET, *extra])
+    capsys.readouterr()
+    assert rc == 0
+    res = json.loads((out / "result.json").read_text())
+    return {"choice_names": res["choice_names"], "probs": res["probs"], "macs": res["macs"]}
+
+
+def _check_or_record(key: str, got: dict) -> None:
+    recorded = json.loads(DATA.read_text()) if DATA.exists() else {}
+    if RECORD:
+        recorded[key] = got
+        DATA.write_text(json.dumps(recorded, indent=1) + "\n")
+        return
+    want = recorded[key]
+    assert got["choice_names"] == want["choice_names"]
+    assert got["macs"] == want["macs"]
+    for p_got, p_want in zip(got["probs"], want["probs"], strict=True):
+        assert p_got == pytest.approx(p_want, abs=2e-4)
+
+
+def test_space_walks_match_recorded():
+    got = _walks()
+    if RECORD:
+        recorded = json.loads(DATA.read_text()) if DATA.exists() else {}
+        recorded["walks"] = got
+        DATA.write_text(json.dumps(recorded, indent=1) + "\n")
+        return
+    want = json.loads(DATA.read_text())["walks"]
+    for name in want:
+        assert got[name]["layer_keys"] == want[name]["layer_keys"], name
+        assert got[name]["fixed_keys"] == want[name]["fixed_keys"], name
+        flat = [v for row in want[name]["macs_rows"] for v in row]
+        assert [v for row in got[name]["macs_rows"] for v in row] == pytest.approx(flat), name
+        assert got[name]["macs_fixed"] == pytest.approx(want[name]["macs_fixed"]), name
+        assert got[name]["params_fixed"] == pytest.approx(want[name]["params_fixed"]), name
+        assert got[name]["params_rows_digest"] == want[name]["params_rows_digest"], name
+
+
+def test_dnas_quick_preset_matches_recorded(tmp_path, capsys):
+    lut = tmp_path / "synthetic.sqlite"
+    _synthetic_lut(lut, _fmnist_space())
+    got = _search("dnas", "configs/dnas_fashion_mnist.yaml", tmp_path / "dnas",
+                  ["--set", f"lut.path={lut}", "--set", "lut.build=false"], capsys)
+    _check_or_record("dnas_quick", got)
+
+
+def test_dmasking_quick_preset_matches_recorded(tmp_path, capsys):
+    got = _search("dmasking", "configs/dmasking_fashion_mnist.yaml", tmp_path / "dmasking", [], capsys)
+    _check_or_record("dmasking_quick", got)
