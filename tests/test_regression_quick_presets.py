@@ -25,13 +25,12 @@ SUBSET = ["--set", "data.subset=1024", "--set", "threads=1"]
 def _synthetic_ms(desc: dict) -> float:
     """A deterministic 'latency' from the entry's MACs: 0.01 ms + 0.05 ms per MMAC."""
     from fbnas.cost.formulas import total
-    from fbnas.nn.ops import FAMILIES, resolve_op
+    from fbnas.nn.ops import get_family
 
-    resolve_op("conv_k3", {}, {})  # load the registry
     if desc["kind"] == "classifier":
         macs = desc["cin"] * desc["cout"]
     else:
-        shapes, _, _ = FAMILIES[desc["family"]].shapes(desc["cin"], desc["cout"], desc["stride"], desc["h"],
+        shapes, _, _ = get_family(desc["family"]).shapes(desc["cin"], desc["cout"], desc["stride"], desc["h"],
                                                         desc["w"], desc["build_params"])
         macs = total(shapes)[0]
     return 0.01 + 0.05 * macs / 1e6

@@ -1,5 +1,5 @@
 """Architectures as data: arch specs, the FBNet model zoo."""
 
-from fbnas.arch.spec import ArchSpec, Block, BlockDef, load_spec, make_divisible
+from fbnas.arch.spec import ArchSpec, Block, BlockDef, load_spec
 
-__all__ = ["ArchSpec", "Block", "BlockDef", "load_spec", "make_divisible"]
+__all__ = ["ArchSpec", "Block", "BlockDef", "load_spec"]

@@ -13,21 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fbnas.channels import make_divisible
 from fbnas.errors import SpecError
 
 DEFAULT_BASIC_ARGS: dict[str, Any] = {"width_divisor": 8, "width_multiplier": 1.0, "act": "relu"}
 DEFAULT_HEAD: dict[str, Any] = {"dropout": 0.2}
-
-
-def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``value`` to the nearest multiple of ``divisor`` (mobile-vision rule: never below 95%)."""
-    if divisor <= 1:
-        return max(1, int(round(value)))
-    min_value = divisor if min_value is None else min_value
-    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.95 * value:
-        rounded += divisor
-    return int(rounded)
 
 
 @dataclass

@@ -61,10 +61,9 @@ def build_module(desc: dict[str, Any]) -> nn.Module:
         from fbnas.nn.model import FBNetModel
 
         return FBNetModel(ArchSpec.from_dict(desc["spec"]), int(desc["num_classes"])).eval()
-    from fbnas.nn.ops import FAMILIES, _ensure_loaded
+    from fbnas.nn.ops import get_family
 
-    _ensure_loaded()
-    family = FAMILIES[desc["family"]]
+    family = get_family(desc["family"])
     return family.build(desc["cin"], desc["cout"], desc["stride"], desc["build_params"]).eval()
 
 

@@ -7,11 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from fbnas.arch.spec import make_divisible
+from fbnas.channels import make_divisible
 from fbnas.cost.formulas import ConvShape, conv_out_size
 from fbnas.errors import SpecError
-from fbnas.nn.layers import ChannelShuffle, ConvBNAct, SqueezeExcite, drop_path
-from fbnas.nn.ops import (
+from fbnas.nn.family import (
     ACT,
     EXPANSION,
     FLAG,
@@ -23,6 +22,7 @@ from fbnas.nn.ops import (
     register_alias,
     register_family,
 )
+from fbnas.nn.layers import ChannelShuffle, ConvBNAct, SqueezeExcite, drop_path
 
 
 def _check_groups(name: str, groups: int, channels: int, what: str) -> None:

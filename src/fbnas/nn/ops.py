@@ -1,128 +1,45 @@
-"""Op registry: block families (how to build and count a block) and named aliases (``ir_k5_sehsig_hs``).
+"""The op registry's read side: every op name (family or alias) resolved to its family and parameters.
 
-A family owns three things that must agree: its parameters (validated, with defaults), ``build`` (the
-nn.Module) and ``shapes`` (its conv layers with output sizes, from which cost is counted analytically).
-Later ops (Ghost, Fused-MBConv, split attention, ...) register a family and aliases; the builder, the cost
-counters and the latency tables pick them up without change.
+Importing this module loads every built-in family module (:data:`FAMILY_MODULES`), so a lookup never depends
+on import order. A new op family is a module that subclasses :class:`fbnas.nn.family.OpFamily`, registers
+itself and is listed here; the builder, the cost counters, the latency tables and the op contract tests
+(``tests/test_op_contract.py``) then cover it without further code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import importlib
 from typing import Any
 
-from torch import nn
-
-from fbnas.cost.formulas import ConvShape
 from fbnas.errors import SpecError
+from fbnas.nn.family import ALIASES, FAMILIES, OpFamily
 
-
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    check: Callable[[Any], bool]
-    expect: str  # human description of valid values
-
-
-def _is_bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-def _odd_kernel(v: Any) -> bool:
-    return _pos_int(v) and v % 2 == 1
-
-
-def _pos_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
-
-
-def _act(v: Any) -> bool:
-    from fbnas.nn.layers import ACTIVATIONS
-
-    return v in ACTIVATIONS
-
-
-def _se(v: Any) -> bool:
-    return v in (None, "sigmoid", "hsigmoid")
-
-
-def _opt_nonneg_int(v: Any) -> bool:
-    return v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
-
-
-def _rate(v: Any) -> bool:
-    return isinstance(v, (int, float)) and 0 <= v < 1
-
-
-KERNEL = Param(3, _odd_kernel, "an odd positive integer")
-EXPANSION = Param(1.0, _pos_num, "a number > 0")
-ACT = Param(None, _act, "one of relu, hswish, relu6, swish, identity")  # None: basic_args.act
-SE = Param(None, _se, "null, 'sigmoid' or 'hsigmoid'")
-GROUPS = Param(1, _pos_int, "a positive integer")
-FLAG = Param(False, _is_bool, "true or false")
-PADDING = Param(None, _opt_nonneg_int, "null or a non-negative integer")
-
-
-class OpFamily:
-    """Base class of a block family. Subclasses set ``name`` and ``params``."""
-
-    name: str = ""
-    params: dict[str, Param] = {}
-
-    def resolve(self, kwargs: dict[str, Any], basic_args: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(kwargs) - set(self.params)
-        if unknown:
-            key = sorted(unknown)[0]
-            raise SpecError(f"unknown kwarg {key!r} for op family {self.name!r}; valid: {sorted(self.params)}")
-        out: dict[str, Any] = {}
-        for key, p in self.params.items():
-            v = kwargs.get(key, p.default)
-            if key == "act" and v is None:
-                v = basic_args.get("act", "relu")
-            if isinstance(v, list) and key == "dw_padding":  # mobile-vision writes [p, p]
-                v = v[0] if v else None
-            if not p.check(v):
-                raise SpecError(f"field {key!r} must be {p.expect}, got {v!r}")
-            out[key] = v
-        out["width_divisor"] = int(basic_args.get("width_divisor", 8))
-        return out
-
-    def build(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> nn.Module:
-        raise NotImplementedError
-
-    def shapes(self, cin: int, cout: int, stride: int, h: int, w: int,
-               p: dict[str, Any]) -> tuple[list[ConvShape], int, int]:
-        """Conv layers of the block at input ``h x w`` and the output size."""
-        raise NotImplementedError
-
-
-FAMILIES: dict[str, OpFamily] = {}
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {}
-
-
-def register_family(family: OpFamily) -> OpFamily:
-    FAMILIES[family.name] = family
-    ALIASES.setdefault(family.name, (family.name, {}))
-    return family
-
-
-def register_alias(name: str, family: str, **preset: Any) -> None:
-    ALIASES[name] = (family, preset)
+FAMILY_MODULES = ["fbnas.nn.blocks"]
+for _module in FAMILY_MODULES:
+    importlib.import_module(_module)
 
 
 def op_names() -> list[str]:
-    _ensure_loaded()
     return sorted(ALIASES)
+
+
+def family_names() -> list[str]:
+    return sorted(FAMILIES)
+
+
+def get_family(name: str) -> OpFamily:
+    if name not in FAMILIES:
+        raise SpecError(f"unknown op family {name!r}; valid: {', '.join(family_names())}")
+    return FAMILIES[name]
+
+
+def aliases() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Every op name -> (family name, preset kwargs); a family's own name maps to itself with no preset."""
+    return dict(ALIASES)
 
 
 def resolve_op(op: str, kwargs: dict[str, Any], basic_args: dict[str, Any]) -> tuple[OpFamily, dict[str, Any]]:
     """Family and fully-resolved parameters of ``op`` with user ``kwargs`` (these override the alias)."""
-    _ensure_loaded()
     if op not in ALIASES:
         import difflib
 
@@ -132,8 +49,3 @@ def resolve_op(op: str, kwargs: dict[str, Any], basic_args: dict[str, Any]) -> t
     fam_name, preset = ALIASES[op]
     family = FAMILIES[fam_name]
     return family, family.resolve({**preset, **kwargs}, basic_args)
-
-
-def _ensure_loaded() -> None:
-    if not FAMILIES:
-        import fbnas.nn.blocks  # noqa: F401  (registers the built-in families)

@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbnas.arch.spec import ArchSpec, BlockDef, make_divisible
+from fbnas.arch.spec import ArchSpec, BlockDef
+from fbnas.channels import make_divisible
 from fbnas.errors import FbnasError
 
 
