@@ -16,8 +16,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from fbnas.search.dmasking import DEFAULTS, run_search
-from fbnas.search.run import load_config
+from fbnas.config import load_config
+from fbnas.search.strategy import get_strategy, run_search
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,13 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     rows = []
     for target in args.targets:
-        cfg = load_config(args.config, DEFAULTS, args.preset,
+        dmasking = get_strategy("dmasking")
+        cfg = load_config(args.config, dmasking.config_model, args.preset,
                           ["threads=1", "loss.form=target", "loss.penalty=abs", "loss.cost=macs",
                            f"loss.target={target}", *args.set])
         out = Path(args.out) / f"target_{target:g}"
         if out.exists():
             shutil.rmtree(out)
-        result = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True), source=args.config)
+        result = run_search(dmasking, cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True), source=args.config)
         found = result["macs"] / 1e6
         rows.append({"target": target, "found_macs": round(found, 4), "ratio": round(found / target, 4),
                      "within_10pct": abs(found / target - 1.0) <= 0.10, "input_size": result["arch"]["input_size"],

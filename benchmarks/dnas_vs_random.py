@@ -49,18 +49,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_or_load_search(args: argparse.Namespace, search_dir: Path) -> tuple[dict, dict]:
-    from fbnas.search.dnas import DEFAULTS, run_search
-    from fbnas.search.run import RunFolder, load_config
+    from fbnas.config import load_config
+    from fbnas.runs import RunFolder
+    from fbnas.search.strategy import get_strategy, run_search, saved_config
 
+    dnas = get_strategy("dnas")
     folder = RunFolder(search_dir)
     if folder.file(RunFolder.RESULT).exists():
         print(f"reusing search result {folder.file(RunFolder.RESULT)}", file=sys.stderr)
     else:
-        cfg = load_config(args.config, DEFAULTS, args.preset, args.set)
-        resume = folder.file(RunFolder.CHECKPOINT).exists()
+        cfg = load_config(args.config, dnas.config_model, args.preset, args.set)
+        resume = folder.has_checkpoint
         if resume:
-            cfg = folder.read_config() or cfg
-        run_search(cfg, search_dir, resume=resume, log=lambda m: print(m, file=sys.stderr, flush=True),
+            cfg = saved_config(dnas, search_dir) or cfg
+        run_search(dnas, cfg, search_dir, resume=resume, log=lambda m: print(m, file=sys.stderr, flush=True),
                    source=str(args.config))
     result = json.loads(folder.file(RunFolder.RESULT).read_text())
     cfg = folder.read_config()
@@ -70,26 +72,24 @@ def run_or_load_search(args: argparse.Namespace, search_dir: Path) -> tuple[dict
 
 def matched_random_archs(result: dict, cfg: dict, num: int, tolerance: float, seed: int) -> tuple[list, dict]:
     """Uniform samples from the space whose cost is within ``tolerance`` of the DNAS arch (closest if too few)."""
-    from fbnas.search.dnas import load_latency_table, make_cost_model, settings_from_config
-    from fbnas.space.space import load_space
+    from fbnas.search.dnas import Dnas, DnasConfig, cost_model_for, load_latency_table
 
-    s = settings_from_config(cfg)
-    space = load_space(s.space_name, input_size=s.input_size, in_channels=s.in_channels,
-                       width_multiplier=s.width_multiplier, strides=s.strides)
+    s = DnasConfig.parse(cfg, "config.json")
+    space = Dnas().space(s)
     num_classes = int(result.get("num_classes", 10))
     lut = None
-    if s.lut_path:
-        s.lut_build = False
+    if s.lut.path:
+        s = s.replace(lut={**s.lut.to_dict(), "build": False})
         lut = load_latency_table(s, space, num_classes)
     if lut is not None:
-        s.cost_kind = "latency"
-    cost_model = make_cost_model(s, space, num_classes, lut)
+        s = s.replace(loss={**s.loss.to_dict(), "cost": "latency"})
+    cost_model = cost_model_for(s, space, num_classes, lut)
     target = cost_model.of_choices(result["choices"])
     rng = np.random.default_rng(seed)
     sizes = space.num_choices()
     k_max = max(sizes)
     matrix = np.full((len(sizes), k_max), np.inf)
-    for li, row in enumerate(cost_model.layers):
+    for (li,), row in cost_model.terms:  # a layer-wise space: one single-layer table per searchable layer
         matrix[li, : len(row)] = row.numpy()
     picked: list[list[int]] = []
     best: list[tuple[float, list[int]]] = []

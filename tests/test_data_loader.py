@@ -9,10 +9,10 @@ from fbnas.data import (
     BatchLoader,
     ImageTensors,
     augment_batch,
-    make_generator,
     mixup_batch,
     split_indices,
 )
+from fbnas.seeding import make_generator
 
 
 def _data(n: int = 50, c: int = 1, size: int = 8) -> ImageTensors:

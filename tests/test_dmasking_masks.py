@@ -11,7 +11,6 @@ from fbnas.cost.counting import count
 from fbnas.errors import FbnasError
 from fbnas.nn.model import FBNetModel
 from fbnas.search.dmasking import DEFAULT_SPACE
-from fbnas.search.dmasking_space import parse_space
 from fbnas.search.masking import (
     DMaskingSupernet,
     channel_mask,
@@ -21,6 +20,7 @@ from fbnas.search.masking import (
     subsample,
     subsample_indices,
 )
+from fbnas.space.masking import parse_space
 
 
 def test_prefix_masks_and_mask_algebra():
@@ -79,7 +79,7 @@ def test_effective_cost_equals_analytic_count_when_one_hot():
     sp = _space()
     net = DMaskingSupernet(sp, 10)
     rng = random.Random(0)
-    choices = [[0] * len(sp.groups), sp.max_choices()] + [[rng.randrange(n) for n in sp.num_choices()]
+    choices = [[0] * len(sp.choices), sp.max_choices()] + [[rng.randrange(n) for n in sp.num_choices()]
                                                           for _ in range(8)]
     for ch in choices:
         spec = sp.to_spec(ch)
@@ -87,7 +87,7 @@ def test_effective_cost_equals_analytic_count_when_one_hot():
         w = net.fixed_weights(ch).weights
         assert float(net.effective_cost(w, "macs")) == report.macs, ch
         assert float(net.effective_cost(w, "params")) == report.params, ch
-        assert spec.input_size == sp.groups[sp.RES].values[ch[sp.RES]]
+        assert spec.input_size == sp.choices[sp.RES].values[ch[sp.RES]]
 
 
 def test_effective_cost_is_differentiable_and_monotone():
@@ -99,7 +99,7 @@ def test_effective_cost_is_differentiable_and_monotone():
     for t in net.arch_parameters():
         assert t.grad is not None and torch.isfinite(t.grad).all()
     # moving weight to a wider option of any channel group raises the cost
-    lo = net.effective_cost(net.fixed_weights([0] * len(sp.groups)).weights)
+    lo = net.effective_cost(net.fixed_weights([0] * len(sp.choices)).weights)
     hi = net.effective_cost(net.fixed_weights(sp.max_choices()).weights)
     assert float(lo) < float(cost.detach()) < float(hi)
 
@@ -114,7 +114,7 @@ def test_supernet_forward_and_child_builds():
     logits.sum().backward()
     assert all(t.grad is not None for t in net.arch_parameters())
     child = FBNetModel(sp.to_spec([min(1, n - 1) for n in sp.num_choices()]), 10)
-    res = sp.groups[sp.RES].values[1]
+    res = sp.choices[sp.RES].values[1]
     assert child(torch.randn(2, 1, res, res)).shape == (2, 10)
 
 
@@ -124,7 +124,7 @@ def test_fractional_expansion_reproduces_hidden_width():
     ch[sp.stage_group(2)] = 0  # narrowest stage-2 width (24), widest hidden (160): e = 6.67
     spec = sp.to_spec(ch)
     blocks = spec.expand()
-    mids = [sp.groups[b.e_group].values[ch[b.e_group]] for b in sp.blocks]
+    mids = [sp.choices[b.e_group].values[ch[b.e_group]] for b in sp.blocks]
     from fbnas.nn.blocks import ir_channels
     from fbnas.nn.ops import resolve_op
 

@@ -14,11 +14,11 @@ from search_cli import kill_after_first_checkpoint, read_result, search_cmd, sea
 
 from fbnas.arch.spec import ArchSpec
 from fbnas.cli import main
+from fbnas.config import load_config
 from fbnas.cost.counting import count
 from fbnas.errors import FbnasError
 from fbnas.nn.model import FBNetModel
-from fbnas.search.dmasking import DEFAULTS, settings_from_config
-from fbnas.search.run import load_config
+from fbnas.search.dmasking import DMasking, DMaskingConfig
 
 CONFIG = {
     "seed": 5,
@@ -52,20 +52,20 @@ def test_resume_after_sigkill_is_bit_exact_and_result_is_usable(tmp_path, capsys
 
     kill_after_first_checkpoint(_cmd(cfg, killed), killed)
     assert not (killed / "result.json").exists()
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"] < 2
+    assert torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"] < 2
     again = subprocess.run(_cmd(cfg, killed), env=_env(), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--resume" in again.stderr
     subprocess.run(_cmd(cfg, killed, "--resume"), check=True, env=_env(), capture_output=True, timeout=300)
 
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(killed / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
     assert len([k for k in a["model"] if k.startswith("theta.")]) == 2 + 2 + 3  # res, stem, 2 stages, 3 blocks
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert _result(full) == _result(killed)
     hist = json.loads((killed / "theta_history.json").read_text())
     assert [e["epoch"] for e in hist["epochs"]] == [0, 1, 2] and hist["layers"][0] == "res"
-    assert (killed / "theta_heatmap.png").stat().st_size > 1000
+    assert (killed / "plots" / "theta_heatmap.png").stat().st_size > 1000
 
     # result.json: the argmax arch spec with its analytic cost; the foundation tools take it as is
     res = _result(killed)
@@ -82,11 +82,12 @@ def test_resume_after_sigkill_is_bit_exact_and_result_is_usable(tmp_path, capsys
 
 
 def test_shipped_config_and_quick_preset_resolve():
-    full = settings_from_config(load_config("configs/dmasking_fashion_mnist.yaml", DEFAULTS))
-    quick = settings_from_config(load_config("configs/dmasking_fashion_mnist.yaml", DEFAULTS, "quick"))
-    assert full.loss.form == "target" and full.loss.target and full.cost_kind == "macs"
-    assert quick.epochs <= full.epochs and quick.subset < full.subset
-    assert full.space.resolutions[0] == 28 and len(full.space.resolutions) > 1
+    full = load_config("configs/dmasking_fashion_mnist.yaml", DMaskingConfig)
+    quick = load_config("configs/dmasking_fashion_mnist.yaml", DMaskingConfig, "quick")
+    assert full.loss.form == "target" and full.loss.target and full.loss.cost == "macs"
+    assert quick.schedule.epochs <= full.schedule.epochs and quick.data.subset < full.data.subset
+    space = DMasking().space(full)
+    assert space.resolutions[0] == 28 and len(space.resolutions) > 1
 
 
 def test_config_errors_are_one_line(tmp_path, capsys):
@@ -99,4 +100,4 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     good = tmp_path / "good.yaml"
     good.write_text(yaml.safe_dump(CONFIG))
     with pytest.raises(FbnasError, match=r"loss\.cost"):
-        settings_from_config(load_config(str(good), DEFAULTS, None, ["loss.cost=latency"]))
+        load_config(str(good), DMaskingConfig, None, ["loss.cost=latency"])

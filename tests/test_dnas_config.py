@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from fbnas.cli import main
+from fbnas.config import load_config
 from fbnas.errors import FbnasError
-from fbnas.search.dnas import DEFAULTS, settings_from_config
-from fbnas.search.run import load_config
+from fbnas.search.config import ScheduleSection
+from fbnas.search.dnas import DnasConfig
 
 
 def _write(tmp_path, data) -> str:
@@ -20,19 +21,21 @@ def _write(tmp_path, data) -> str:
 
 
 def test_shipped_config_and_quick_preset_resolve():
-    full = settings_from_config(load_config("configs/dnas_fashion_mnist.yaml", DEFAULTS))
-    quick = settings_from_config(load_config("configs/dnas_fashion_mnist.yaml", DEFAULTS, "quick"))
-    assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.t_weight_decay == 5e-4
+    full = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig)
+    quick = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig, "quick")
+    assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.theta_optimizer.weight_decay == 5e-4
     # theta lr: the paper's 0.01 on the quick preset (the latency-term check), 0.1 on the short full search
-    assert quick.t_lr == 0.01 and full.t_lr == 0.1
-    assert full.tau0 == 5.0 and full.theta_split == 0.2 and full.w_momentum == 0.9
+    assert quick.theta_optimizer.lr == 0.01 and full.theta_optimizer.lr == 0.1
+    assert full.schedule.tau0 == 5.0 and full.data.theta_split == 0.2 and full.weights_optimizer.momentum == 0.9
     # temperature: the quick preset decays per epoch as the paper does; the full search's 6 epochs span the
     # paper's whole range (5 -> 5 exp(-0.045 * 79) over its 80 search epochs)
-    assert quick.tau_decay == 0.045
+    assert quick.schedule.tau_decay == 0.045
     paper_last = 5.0 * math.exp(-0.045 * 79)
-    full_last = full.tau0 * math.exp(-full.tau_decay * (full.epochs - full.warmup_epochs - 1))
+    fs = full.schedule
+    full_last = fs.tau0 * math.exp(-fs.tau_decay * (fs.epochs - fs.warmup_epochs - 1))
     assert abs(full_last / paper_last - 1) < 0.1
-    assert quick.epochs < full.epochs and quick.subset < full.subset and quick.in_channels == 1
+    assert quick.schedule.epochs < fs.epochs and quick.data.subset < full.data.subset
+    assert quick.space.in_channels == 1
     # the quick preset keeps the paper's loss (the latency-term check); the full search aims at a budget
     assert quick.loss.form == "paper" and quick.loss.target is None
     assert full.loss.form == "target" and full.loss.target is not None and full.loss.target > 0
@@ -49,7 +52,7 @@ def test_shipped_config_and_quick_preset_resolve():
 def test_bad_fields_name_the_field(tmp_path, override, field):
     path = _write(tmp_path, {"loss": {"cost": "macs"}, **override} if "lut" not in override else override)
     with pytest.raises(FbnasError, match=field.replace(".", r"\.")) as e:
-        settings_from_config(load_config(path, DEFAULTS), path)
+        load_config(path, DnasConfig)
     assert "\n" not in str(e.value)
 
 
@@ -64,6 +67,6 @@ def test_cli_prints_one_line_error(tmp_path, capsys):
 
 def test_set_overrides_and_preset(tmp_path):
     path = _write(tmp_path, {"schedule": {"epochs": 5}, "presets": {"quick": {"schedule": {"epochs": 2}}}})
-    cfg = load_config(path, DEFAULTS, "quick", ["loss.form=none", "schedule.warmup_epochs=1"])
-    assert cfg["schedule"] == {**DEFAULTS["schedule"], "epochs": 2, "warmup_epochs": 1}
-    assert cfg["loss"]["form"] == "none"
+    cfg = load_config(path, DnasConfig, "quick", ["loss.form=none", "schedule.warmup_epochs=1", "loss.cost=macs"])
+    assert cfg.schedule.to_dict() == {**ScheduleSection().to_dict(), "epochs": 2, "warmup_epochs": 1}
+    assert cfg.loss.form == "none"

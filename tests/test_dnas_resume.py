@@ -36,7 +36,7 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
 
     kill_after_first_checkpoint(_cmd(cfg, killed), killed)
     assert not (killed / "result.json").exists()
-    epoch_at_kill = torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"]
+    epoch_at_kill = torch.load(killed / "checkpoint.pt", weights_only=True)["epoch"]
     assert epoch_at_kill < CONFIG["schedule"]["epochs"] - 1
 
     # without --resume the folder is protected
@@ -44,8 +44,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
     subprocess.run(_cmd(cfg, killed, "--resume"), check=True, env=_env(), capture_output=True, timeout=300)
 
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(killed / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(killed / "checkpoint.pt", weights_only=True)
     theta_keys = [k for k in a["model"] if k.endswith(".theta")]
     assert len(theta_keys) == 22
     for k in a["model"]:
@@ -53,6 +53,6 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path):
     assert _result(full) == _result(killed)
     hist = json.loads((killed / "theta_history.json").read_text())
     assert [e["epoch"] for e in hist["epochs"]] == [0, 1, 2]
-    assert (killed / "theta_heatmap.png").stat().st_size > 1000
+    assert (killed / "plots" / "theta_heatmap.png").stat().st_size > 1000
     res = _result(killed)
     assert len(res["samples"]) == 3 and res["arch"]["stages"]

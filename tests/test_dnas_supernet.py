@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from fbnas.search.gumbel import gumbel_noise, gumbel_softmax, step_generator
+from fbnas.search.gumbel import gumbel_noise, gumbel_softmax
 from fbnas.search.supernet import MixedOp, Supernet
-from fbnas.space.space import load_space
+from fbnas.seeding import step_generator
+from fbnas.space import load_space
 
 
 def _space():

@@ -89,11 +89,15 @@ def package_of(module: str) -> str:
     return ".".join(parts[:2])
 
 
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
 def private_imports(graph: dict[str, list[tuple[str, str]]]) -> list[str]:
     bad = []
     for mod, imports in graph.items():
         for target, name in imports:
-            private = name.startswith("_") or any(p.startswith("_") and p != "__init__" for p in target.split("."))
+            private = _is_private(name) or any(_is_private(p) for p in target.split("."))
             if private and package_of(target) != package_of(mod):
                 bad.append(f"{mod} imports {target}{'.' + name if name else ''}")
     return bad

@@ -71,7 +71,7 @@ def test_export_ops_target_script_import_round_trip(tmp_path, space_file):
     assert imp.returncode == 0, imp.stderr
     # the imported table predicts a space child for backend onnxruntime
     spec = tmp_path / "child.json"
-    from fbnas.space.space import space_from_dict
+    from fbnas.space import space_from_dict
 
     space = space_from_dict(TINY_SPACE, "tiny", input_size=16)
     space.to_spec([1, 2, 0]).save(spec)
@@ -88,7 +88,7 @@ def test_export_ops_target_script_import_round_trip(tmp_path, space_file):
 
 
 def test_predict_cli(built_db, tmp_path):
-    from fbnas.space.space import space_from_dict
+    from fbnas.space import space_from_dict
 
     space = space_from_dict(TINY_SPACE, "tiny", input_size=16)
     spec = tmp_path / "c.json"
@@ -173,8 +173,8 @@ def test_fit_correction_then_validate_json_and_plot(built_db, space_file, tmp_pa
     from fbnas.lut.store import LutStore
 
     with LutStore(built_db) as s:
-        fitted = s.get_correction("torch", 1, "contiguous", "cpu_median_cold")["fit_choices"]
-    assert not {tuple(c) for c in fitted} & {tuple(x["choices"]) for x in out["samples"]}
+        fitted = s.get_correction("torch", 1, "contiguous", "cpu_median_cold")["fit_samples"]
+    assert fitted and not {tuple(c.values()) for c in fitted} & {tuple(x["sample"].values()) for x in out["samples"]}
     shown = run("lut", "show", "--db", str(built_db))
     assert shown.returncode == 0 and "correction torch/1/cpu_median_cold" in shown.stdout
 

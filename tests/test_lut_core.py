@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from fbnas.arch.spec import ArchSpec
-from fbnas.lut import LatencyTable, build_table, needed_entries, space_entries
+from fbnas.lut import LatencyTable, build_table, needed_entries, term_entries
 from fbnas.lut.signature import spec_entries
 from fbnas.lut.store import LutStore
-from fbnas.space.space import space_from_dict
+from fbnas.space import space_from_dict
 
 TINY_SPACE = {
     "name": "tiny", "input_size": 32, "in_channels": 3, "basic_args": {"width_divisor": 8, "act": "relu"},
@@ -62,7 +62,10 @@ def test_init_only_params_do_not_change_key():
 
 def test_space_entries_shapes():
     space = tiny_space()
-    per_layer, fixed = space_entries(space, num_classes=10)
+    terms = term_entries(space, num_classes=10)
+    per_layer = [list(t.values()) for dims, t in terms if dims]
+    fixed = [e for dims, t in terms if not dims for e in t.values()]
+    assert [dims for dims, _ in terms if dims] == [(d,) for d in space.dim_names]
     assert [len(x) for x in per_layer] == space.num_choices()
     assert [e.name for e in fixed] == ["stem", "stage3.block0", "classifier"]
     # the two c-layers have identical inputs (8->8, s1), so they share all keys
@@ -106,26 +109,26 @@ def test_db_round_trip(tmp_path):
         assert s.get(["k1"], "onnxruntime", 1) == {}
 
 
-def test_predict_matches_layer_matrix_for_one_hot(tiny_db):
+def test_predict_matches_the_cost_tables_for_one_hot(tiny_db):
     path, space = tiny_db
     lut = LatencyTable(path)
-    m = lut.layer_matrix(space)
-    assert m.shape == (3, 3)
-    assert torch.isinf(m[2, 2]) and torch.isfinite(m[:2]).all()
-    fixed = lut.fixed_ms(space)
+    cm = lut.cost_model(space)
+    m = [table for _, table in cm.terms]
+    assert [tuple(t.shape) for t in m] == [(3,), (3,), (2,)] and all(torch.isfinite(t).all() for t in m)
     for choices in ([0, 1, 0], [2, 2, 1], [1, 0, 1]):
         pred = lut.predict(space.to_spec(choices))
         assert len(pred.blocks) == 5 + 1
-        matrix_sum = fixed + sum(float(m[li, c]) for li, c in enumerate(choices))
+        matrix_sum = cm.fixed + sum(float(m[li][c]) for li, c in enumerate(choices))
         assert pred.total_ms == pytest.approx(matrix_sum, rel=1e-5)
-        onehot = [torch.nn.functional.one_hot(torch.tensor(c), 3).float() for c in choices]
-        onehot = [w[:k] for w, k in zip(onehot, space.num_choices(), strict=True)]
-        assert float(lut.expected_ms(space, onehot)) == pytest.approx(matrix_sum, rel=1e-5)
+        assert cm.of_choices(choices) == pytest.approx(matrix_sum, rel=1e-5)
+        onehot = [torch.nn.functional.one_hot(torch.tensor(c), k).float()
+                  for c, k in zip(choices, space.num_choices(), strict=True)]
+        assert float(cm.expected(onehot)) == pytest.approx(matrix_sum, rel=1e-5)
         assert pred.total_ms == pytest.approx(sum(ms for _, _, ms in pred.blocks))
-    # differentiable: gradient of the expectation w.r.t. the weights is the matrix row
+    # differentiable: gradient of the expectation w.r.t. the weights is the table row
     w = [torch.full((k,), 1.0 / k, requires_grad=True) for k in space.num_choices()]
-    lut.expected_ms(space, w).backward()
-    assert torch.allclose(w[0].grad, m[0, :3])
+    cm.expected(w).backward()
+    assert torch.allclose(w[0].grad, m[0])
     lut.close()
 
 

@@ -47,7 +47,7 @@ def _synthetic_lut(path: Path, space) -> None:
 
 
 def _fmnist_space(width: float = 1.0):
-    from fbnas.space.space import load_space
+    from fbnas.space import load_space
 
     return load_space("fbnet_fmnist", input_size=28, in_channels=1, width_multiplier=width)
 
@@ -57,23 +57,25 @@ def _digest(obj) -> str:
 
 
 def _walks() -> dict:
-    """What the space walks produce: LUT keys per searchable layer and of the fixed blocks, analytic cost rows."""
-    from fbnas.lut import space_entries
-    from fbnas.search.loss import analytic_cost_model
-    from fbnas.space.space import load_space
+    """What the space walk gives: LUT keys per searchable layer and of the fixed blocks, analytic cost rows."""
+    from fbnas.cost.terms import analytic_cost_model
+    from fbnas.lut.signature import placed_entry
+    from fbnas.space import load_space
 
     out = {}
     for name, space in (("fbnet_fmnist", _fmnist_space()),
                         ("fbnet_v1_224", load_space("fbnet_v1", input_size=224))):
-        per_layer, fixed = space_entries(space, num_classes=10)
+        terms = space.cost_terms(10)
+        per_layer = [[placed_entry(p) for p in space.blocks_of(d, 10)] for d in space.dim_names]
+        fixed = [placed_entry(t.blocks[()]) for t in terms if not t.dims]
         cm = {kind: analytic_cost_model(space, kind, 10) for kind in ("macs", "params")}
         out[name] = {
             "layer_keys": _digest([[e.key for e in layer] for layer in per_layer]),
             "fixed_keys": _digest([e.key for e in fixed]),
-            "macs_rows": [[round(float(v), 9) for v in row] for row in cm["macs"].layers],
+            "macs_rows": [[round(float(v), 9) for v in table] for _, table in cm["macs"].terms],
             "macs_fixed": round(cm["macs"].fixed, 9),
             "params_fixed": round(cm["params"].fixed, 9),
-            "params_rows_digest": _digest([[round(float(v), 9) for v in row] for row in cm["params"].layers]),
+            "params_rows_digest": _digest([[round(float(v), 9) for v in table] for _, table in cm["params"].terms]),
         }
     return out
 

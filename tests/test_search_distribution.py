@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fbnas.search.dnas import format_result
-from fbnas.search.run import NEAR_UNIFORM_ENTROPY, distribution_summary
+from fbnas.search.history import NEAR_UNIFORM_ENTROPY, distribution_summary
 
 
 def test_uniform_and_one_hot_extremes() -> None:
@@ -30,7 +30,8 @@ def test_entropy_matches_definition() -> None:
 
 
 def _result(probs: list[list[float]]) -> dict:
-    return {"choice_names": ["a"] * len(probs), "probs": probs, "latency_ms": 1.0, "macs": 1e6, "params": 1e5,
+    return {"sample": {f"s1.b{i}": "a" for i in range(len(probs))}, "choice_names": ["a"] * len(probs),
+            "probs": probs, "latency_ms": 1.0, "macs": 1e6, "params": 1e5,
             "cost": {"kind": "latency", "unit": "ms", "value": 1.0},
             "distribution": distribution_summary([torch.tensor(p) for p in probs])}
 

@@ -7,7 +7,7 @@ import yaml
 
 import fbnas
 from fbnas.search.supernet import Supernet
-from fbnas.space.space import load_space, space_names
+from fbnas.space import load_space, space_names
 
 
 def test_fbnet_fmnist_has_the_fbnet_v1_candidates_and_28px_stages():

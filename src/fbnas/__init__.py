@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from fbnas.arch.spec import ArchSpec, load_spec
 from fbnas.errors import FbnasError, SpecError
+from fbnas.version import __version__
 
 if TYPE_CHECKING:
     from fbnas.cost.counting import CostReport
     from fbnas.nn.model import FBNetModel
 
-__all__ = ["ArchSpec", "FbnasError", "SpecError", "create_model", "load_spec", "profile"]
-__version__ = "0.1.0"
+__all__ = ["ArchSpec", "FbnasError", "SpecError", "__version__", "create_model", "load_spec", "profile"]
 
 
 def create_model(arch: str | Path | ArchSpec | dict, num_classes: int = 1000, **spec_changes: Any) -> FBNetModel:

@@ -23,7 +23,9 @@ def _setup_allocator() -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fbnas", description="Hardware-aware NAS of the FBNet family.")
-    parser.add_argument("--version", action="version", version="fbnas 0.1.0")
+    from fbnas.version import __version__
+
+    parser.add_argument("--version", action="version", version=f"fbnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 from fbnas.arch.spec import ArchSpec, load_spec
-from fbnas.errors import SpecError
+from fbnas.errors import FbnasError, SpecError
 
 # (MACs in millions, params in millions) from mobile-vision's model_info (shared/reference/published_numbers.md)
 PUBLISHED: dict[str, tuple[float, float]] = {
@@ -53,10 +53,10 @@ def resolve_arch(name_or_path: str | Path | ArchSpec | dict) -> ArchSpec:
     if s in PUBLISHED:
         return get_spec(s)
     p = Path(s)
-    if p.is_dir() and (p / "result.json").exists():
-        p = p / "result.json"
-    elif p.is_dir() and (p / "checkpoint.pt").exists():
-        p = p / "checkpoint.pt"
+    if p.is_dir():
+        from fbnas.runs import folder_checkpoint_or_result
+
+        p = folder_checkpoint_or_result(p) or p
     if p.suffix == ".pt":
         return load_checkpoint_arch(p)[0]
     if p.is_dir():
@@ -68,22 +68,14 @@ def resolve_arch(name_or_path: str | Path | ArchSpec | dict) -> ArchSpec:
 
 def load_checkpoint_arch(path: str | Path) -> tuple[ArchSpec, int | None]:
     """The spec and ``num_classes`` stored in a training checkpoint (``*.pt`` with an ``arch`` key)."""
-    import torch
+    from fbnas.runs import load_checkpoint_file
 
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"{p}: file not found")
-    import zipfile
-
-    if not zipfile.is_zipfile(p):
-        raise SpecError(f"{p}: not an fbnas checkpoint (not a file written by torch.save)")
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a user error
-        reason = "it holds objects other than tensors and plain data" if "Weights only" in str(e) else (
-            str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__)
-        raise SpecError(f"{p}: not a readable fbnas checkpoint ({reason})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("arch"), dict):
+        state = load_checkpoint_file(p, "train")
+    except FbnasError as e:
+        raise SpecError(str(e)) from None
+    if not isinstance(state.get("arch"), dict):
         raise SpecError(f"{p}: not an fbnas training checkpoint (no 'arch' spec)")
     num_classes = state.get("num_classes")
     return ArchSpec.from_dict(state["arch"], source=str(p)), int(num_classes) if num_classes is not None else None

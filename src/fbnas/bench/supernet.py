@@ -43,15 +43,16 @@ def _worker(opts: dict) -> dict:
     import torch.nn.functional as F
 
     from fbnas.nn.model import FBNetModel
-    from fbnas.search.gumbel import step_generator
     from fbnas.search.supernet import Supernet
-    from fbnas.space.space import load_space
+    from fbnas.seeding import step_generator
+    from fbnas.space import load_space
 
     torch.set_num_threads(int(opts["threads"]))
     torch.manual_seed(opts["seed"])
     space = load_space(opts["space"], input_size=opts["input_size"], in_channels=opts["in_channels"],
                        width_multiplier=opts["width"])
-    choices = space.sample(np.random.default_rng(opts["seed"]))
+    rng = np.random.default_rng(opts["seed"])  # the child every variant runs (the same draw since the bench began)
+    choices = [int(rng.integers(n)) for n in space.num_choices()]
     x = torch.randn(opts["batch_size"], opts["in_channels"], opts["input_size"], opts["input_size"])
     y = torch.randint(0, 10, (opts["batch_size"],))
     cl = not opts["no_channels_last"]

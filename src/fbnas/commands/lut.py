@@ -106,7 +106,7 @@ def _check_positive(**values: int | None) -> None:
 
 
 def _space(args):
-    from fbnas.space.space import load_space
+    from fbnas.space import load_space
 
     _check_positive(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
     return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels)

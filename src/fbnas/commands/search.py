@@ -1,26 +1,37 @@
-"""``fbnas search STRATEGY --config FILE --out DIR [--preset quick] [--resume]``."""
+"""``fbnas search STRATEGY --config FILE --out DIR [--preset quick] [--resume] [--set KEY=VALUE ...]``: one
+subcommand per registered strategy (:mod:`fbnas.search.strategy`)."""
 
 from __future__ import annotations
 
-import importlib
-
-from fbnas.search import SEARCH_MODULES, STRATEGIES
-
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("search", help="run an architecture search (dnas, dmasking)")
+    from fbnas.search.strategy import strategies
+
+    found = strategies()
+    p = sub.add_parser("search", help=f"run an architecture search ({', '.join(found)})")
     ssub = p.add_subparsers(dest="strategy", metavar="STRATEGY")
-    for name in SEARCH_MODULES:
-        try:
-            importlib.import_module(f"fbnas.search.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"fbnas.search.{name}":
-                raise
-    for name, (help_text, add_args, run) in STRATEGIES.items():
-        sp = ssub.add_parser(name, help=help_text)
+    for name, strategy in found.items():
+        sp = ssub.add_parser(name, help=strategy.help)
         sp.add_argument("--config", required=True, help="search config (YAML)")
         sp.add_argument("--out", required=True, help="run folder (checkpoints, history, plots, result.json)")
         sp.add_argument("--preset", default=None, help="named preset inside the config, e.g. quick")
         sp.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-        add_args(sp)
-        sp.set_defaults(func=run)
+        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set loss.form=none (repeatable)")
+        sp.set_defaults(func=lambda args, s=strategy: run(s, args))
+    p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
+
+
+def run(strategy, args) -> int:
+    from fbnas.config import load_config
+    from fbnas.runs import RunFolder
+    from fbnas.search.strategy import run_search, saved_config
+
+    cfg = load_config(args.config, strategy.config_model, args.preset, args.set)
+    if args.resume:
+        cfg = saved_config(strategy, args.out) or cfg  # the run's own resolved config wins
+    result = run_search(strategy, cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True),
+                        source=str(args.config))
+    print(strategy.format_result(result))
+    print(f"result: {RunFolder(args.out).file(RunFolder.RESULT)}")
+    return 0

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from fbnas.arch.spec import ArchSpec, Block
 from fbnas.cost.formulas import ConvShape, total
-from fbnas.errors import SpecError
+from fbnas.cost.placement import Placed, place
 from fbnas.nn.ops import resolve_op
 
 
@@ -76,26 +76,28 @@ def block_shapes(block: Block, basic_args: dict, h: int, w: int) -> tuple[list[C
     return family.shapes(block.in_channels, block.out_channels, block.stride, h, w, params)
 
 
-def block_cost(block: Block, basic_args: dict, h: int, w: int) -> BlockCost:
-    shapes, ho, wo = block_shapes(block, basic_args, h, w)
-    macs, params, params_total = total(shapes)
-    return BlockCost(block.name, block.op, block.stage, block.in_channels, block.out_channels, block.stride,
-                     (h, w), (ho, wo), int(macs), int(params), int(params_total))
+def placed_shapes(p: Placed) -> list[ConvShape]:
+    """The conv / linear layers of a placed block (the classifier: one linear layer on the pooled map)."""
+    if p.block is None:
+        return [ConvShape(p.channels, p.num_classes, 1, 1, 1, 1, bias=True, label="classifier")]
+    return block_shapes(p.block, p.basic_args, p.h, p.w)[0]
+
+
+def placed_cost(p: Placed) -> tuple[int, int, int]:
+    """(MACs, weight params, all params) of a placed block."""
+    macs, params, params_total = total(placed_shapes(p))
+    return int(macs), int(params), int(params_total)
 
 
 def count(spec: ArchSpec, input_size: int | None = None, num_classes: int = 1000) -> CostReport:
     """MACs (multiply-adds of conv and linear layers) and params of ``spec`` built for ``num_classes``."""
-    size = spec.input_size if input_size is None else int(input_size)
-    h = w = size
-    report = CostReport(size, num_classes)
-    for b in spec.expand():
-        bc = block_cost(b, spec.basic_args, h, w)
-        if bc.out_hw[0] < 1 or bc.out_hw[1] < 1:
-            raise SpecError(f"input size {size} is too small: {b.name} ({b.op}) gets a {h}x{w} input")
-        report.blocks.append(bc)
-        h, w = bc.out_hw
-    c = report.blocks[-1].out_channels
-    head = ConvShape(c, num_classes, 1, 1, 1, 1, bias=True, label="classifier")
-    report.head_macs, report.head_params = int(head.macs), int(head.params)
-    report.head_params_total = int(head.params_total)
+    placed = place(spec, num_classes, input_size)
+    report = CostReport(placed[0].h, num_classes)
+    for p in placed[:-1]:
+        b = p.block
+        assert b is not None
+        macs, params, params_total = placed_cost(p)
+        report.blocks.append(BlockCost(b.name, b.op, b.stage, b.in_channels, b.out_channels, b.stride,
+                                       (p.h, p.w), (p.out_h, p.out_w), macs, params, params_total))
+    report.head_macs, report.head_params, report.head_params_total = placed_cost(placed[-1])
     return report

@@ -6,7 +6,6 @@ resumed from any batch bit-exactly without saving loader state.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,16 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from fbnas.data.datasets import ImageTensors
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A 63-bit seed from a tuple (seed, epoch, batch, ...): stable across processes and platforms."""
-    digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
-def make_generator(*parts: int | str) -> torch.Generator:
-    return torch.Generator().manual_seed(derive_seed(*parts))
+from fbnas.seeding import make_generator
 
 
 def split_indices(n: int, val_ratio: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

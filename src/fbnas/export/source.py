@@ -26,9 +26,10 @@ def checkpoint_file(arch: str | Path) -> Path | None:
     p = Path(arch)
     if p.suffix == ".pt":
         return p
-    if p.is_dir() and (p / "checkpoint.pt").exists() and not (p / "result.json").exists():
-        return p / "checkpoint.pt"
-    return None
+    from fbnas.runs import folder_checkpoint_or_result
+
+    found = folder_checkpoint_or_result(p)
+    return found if found is not None and found.suffix == ".pt" else None
 
 
 def load_trained(path: Path) -> tuple[nn.Module, ArchSpec]:

@@ -1,7 +1,8 @@
 """Build a latency table and predict from it: plain sum per network, and the per-layer matrix for searches.
 
-``LAT(a) = sum_l LAT(b_l)`` (seed 000, eq. 3) plus the fixed stem, head and classifier; for a search with
-architecture weights ``m_li`` the differentiable expectation is ``fixed_ms + sum_l sum_i m_li * M[l, i]``.
+``LAT(a) = sum_l LAT(b_l)`` (seed 000, eq. 3) plus the fixed stem, head and classifier; for a search, the
+space's blocks per dimension option (``Space.cost_terms``) become tables whose weighted sum is the
+differentiable expectation (eq. 9, :mod:`fbnas.cost.terms`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from fbnas.arch.spec import ArchSpec
 from fbnas.errors import FbnasError
@@ -25,10 +24,14 @@ from fbnas.lut.measure import (
     input_shape,
     resolve_statistic,
 )
-from fbnas.lut.signature import Entry, network_entry, spec_entries, unique_entries
+from fbnas.lut.signature import Entry, network_entry, placed_entry, spec_entries, unique_entries
 from fbnas.lut.store import LutStore
-from fbnas.search.gumbel import step_generator
-from fbnas.space.space import SearchSpace, load_space
+from fbnas.seeding import STREAMS
+from fbnas.space.base import DimSpace
+from fbnas.space.registry import load_space
+
+if TYPE_CHECKING:
+    from fbnas.cost.terms import TermCostModel
 
 
 @dataclass
@@ -49,57 +52,53 @@ def memory_format(channels_last: bool) -> str:
 
 
 # ---- which entries a space needs ------------------------------------------------------------------
-def space_entries(space: SearchSpace, num_classes: int = 1000, batch: int = 1,
-                  channels_last: bool = False) -> tuple[list[list[Entry]], list[Entry]]:
-    """(per searchable layer: one entry per candidate, fixed entries: stem, fixed stages, classifier)."""
-    n_choices = space.num_choices()
-    fixed_pos = set(space.fixed_positions())
-    per_layer: list[list[Entry]] = [[] for _ in n_choices]
-    fixed: list[Entry] = []
-    for ci in range(max(n_choices)):
-        ents = spec_entries(space.to_spec([min(ci, n - 1) for n in n_choices]), num_classes, batch, channels_last)
-        blocks, classifier = ents[:-1], ents[-1]
-        search_pos = [p for p in range(len(blocks)) if p not in fixed_pos]
-        for li, p in enumerate(search_pos):
-            if ci < n_choices[li]:
-                per_layer[li].append(blocks[p])
-        if ci == 0:
-            fixed = [blocks[p] for p in sorted(fixed_pos)] + [classifier]
-    return per_layer, fixed
+def term_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False
+                 ) -> list[tuple[tuple[str, ...], dict[tuple[int, ...], Entry]]]:
+    """The LUT entry of every block of :meth:`Space.cost_terms`: per position, its dims and option combinations."""
+    return [(t.dims, {combo: placed_entry(p, batch, channels_last) for combo, p in t.blocks.items()})
+            for t in space.cost_terms(num_classes)]
 
 
-# sample streams of (seed, step, stream): end-to-end validation, correction fit, reference networks
-VALIDATE_STREAM, FIT_STREAM, REFERENCE_STREAM = 0, 1, 3
-REFERENCE_NETWORKS = 6
+def space_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False
+                  ) -> list[Entry]:
+    """Every entry a space's networks can need, in network order (the stem first, the classifier last)."""
+    return [e for _, table in term_entries(space, num_classes, batch, channels_last) for e in table.values()]
 
 
-def sample_choices(space: SearchSpace, n: int, seed: int, stream: int,
-                   exclude: set[tuple[int, ...]] = frozenset()) -> list[list[int]]:  # type: ignore[assignment]
-    """``n`` distinct random choice vectors from (seed, step, stream), avoiding ``exclude``."""
-    out: list[list[int]] = []
+def sample_archs(space: DimSpace, n: int, seed: int, stream: int,
+                 exclude: frozenset[tuple] = frozenset()) -> list[dict]:
+    """``n`` distinct uniform samples of ``space`` keyed by (seed, step, stream), avoiding ``exclude``."""
+    out: list[dict] = []
     seen = set(exclude)
     step = 0
     while len(out) < n and step < 100 * n + 100:
-        g = step_generator(seed, step, stream)
-        c = [int(torch.randint(k, (1,), generator=g)) for k in space.num_choices()]
+        sample = space.sample(seed, step, stream)
         step += 1
-        if tuple(c) not in seen:
-            seen.add(tuple(c))
-            out.append(c)
+        key = tuple(sample.values())
+        if key not in seen:
+            seen.add(key)
+            out.append(sample)
     return out
 
 
-def reference_entries(space: SearchSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+REFERENCE_NETWORKS = 6
+
+
+def reference_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
                       n: int = REFERENCE_NETWORKS) -> list[Entry]:
     """``n`` fixed random networks of ``space`` that a build times interleaved with its blocks, so validation
     can put the machine's speed now next to its speed during the build (``validate``'s ``level_factor``)."""
-    choices = sample_choices(space, n, 0, REFERENCE_STREAM)
-    return [network_entry(f"reference{i}", space.to_spec(c, name=f"reference{i}"), num_classes, batch, channels_last)
-            for i, c in enumerate(choices)]
+    samples = sample_archs(space, n, 0, STREAMS["lut_reference"])
+    out = []
+    for i, s in enumerate(samples):
+        arch = space.build(s).arch
+        assert arch is not None
+        out.append(network_entry(f"reference{i}", arch.copy(name=f"reference{i}"), num_classes, batch, channels_last))
+    return out
 
 
-def _resolve_space(space: SearchSpace | str | Path, input_size: int | None, in_channels: int | None) -> SearchSpace:
-    if isinstance(space, SearchSpace):
+def _resolve_space(space: DimSpace | str | Path, input_size: int | None, in_channels: int | None) -> DimSpace:
+    if isinstance(space, DimSpace):
         return space
     return load_space(space, input_size=input_size, in_channels=in_channels)
 
@@ -120,9 +119,7 @@ def needed_entries(space: Any = None, specs: Any = (), input_size: int | None = 
                    num_classes: int = 1000, batch: int = 1, channels_last: bool = False) -> list[Entry]:
     out: list[Entry] = []
     if space is not None:
-        per_layer, fixed = space_entries(_resolve_space(space, input_size, in_channels), num_classes, batch,
-                                         channels_last)
-        out += fixed[:1] + [e for layer in per_layer for e in layer] + fixed[1:]
+        out += space_entries(_resolve_space(space, input_size, in_channels), num_classes, batch, channels_last)
     for spec in specs:
         out += spec_entries(_resolve_spec(spec, input_size, in_channels), num_classes, batch, channels_last)
     return unique_entries(out)
@@ -222,7 +219,7 @@ class LatencyTable:
             cmd += f" --statistic {self.statistic}"
         return cmd + f" --db {self.path}"
 
-    def _classes_for(self, cls_entry: Entry) -> int:
+    def classes_for(self, cls_entry: Entry) -> int:
         """num_classes given, else the only classifier size stored for this feature size."""
         if self.num_classes is not None:
             return int(self.num_classes)
@@ -241,7 +238,7 @@ class LatencyTable:
     def _entries(self, make: Any) -> tuple[Any, Any]:
         """Call ``make(num_classes)`` once with 1000 to find the classifier shape, again with the real count."""
         first = make(1000)
-        classes = self._classes_for(first[-1] if isinstance(first, list) else first[1][-1])
+        classes = self.classes_for(first[-1] if isinstance(first, list) else first[1][-1])
         return (make(classes) if classes != 1000 else first), classes
 
     def _lookup(self, entries: list[Entry], build_cmd: str) -> dict[str, dict[str, Any]]:
@@ -272,34 +269,23 @@ class LatencyTable:
         return pred
 
     # -- search side
-    def _space_rows(self, space: SearchSpace) -> tuple[list[list[Entry]], list[Entry], dict[str, dict[str, Any]]]:
+    def _space_cmd(self, space: DimSpace, classes: int) -> str:
+        arch = space.build(space.default_sample()).arch
+        assert arch is not None
+        return self._build_cmd(f"--space {space.name}", arch.input_size, arch.in_channels, classes)
+
+    def cost_model(self, space: DimSpace) -> TermCostModel:
+        """The space's latency as per-position tables (ms), differentiable in the architecture weights; one
+        error naming the ``lut build`` command when an entry is missing."""
+        from fbnas.cost.terms import term_cost_model
+
         cl = self.channels_last
-        (per_layer, fixed), classes = self._entries(lambda k: space_entries(space, k, self.batch, cl))
-        cmd = self._build_cmd(f"--space {space.name}", space.input_size, space.in_channels, classes)
-        rows = self._lookup(fixed + [e for layer in per_layer for e in layer], cmd)
-        return per_layer, fixed, rows
+        first = term_entries(space, 1000, self.batch, cl)
+        classes = self.classes_for(first[-1][1][()])
+        tables = first if classes == 1000 else term_entries(space, classes, self.batch, cl)
+        rows = self._lookup([e for _, t in tables for e in t.values()], self._space_cmd(space, classes))
 
-    def layer_matrix(self, space: SearchSpace) -> torch.Tensor:
-        """``[num_layers, max_choices]`` ms of every candidate; ``+inf`` where a layer has fewer choices."""
-        per_layer, _, rows = self._space_rows(space)
-        width = max(len(layer) for layer in per_layer)
-        m = torch.full((len(per_layer), width), float("inf"), dtype=torch.float32)
-        for li, layer in enumerate(per_layer):
-            for ci, e in enumerate(layer):
-                m[li, ci] = float(rows[e.key]["value_ms"])
-        return m
+        def value(p) -> float:
+            return float(rows[placed_entry(p, self.batch, cl).key]["value_ms"])
 
-    def fixed_ms(self, space: SearchSpace) -> float:
-        """ms of the fixed stages (stem, head) plus the classifier."""
-        _, fixed, rows = self._space_rows(space)
-        return float(sum(rows[e.key]["value_ms"] for e in fixed))
-
-    def expected_ms(self, space: SearchSpace, weights: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
-        """Differentiable ``fixed_ms + sum_l sum_i m_li * M[l, i]`` for weights ``[L, K]`` or per-layer vectors."""
-        m = self.layer_matrix(space)
-        fixed = self.fixed_ms(space)
-        total = torch.zeros((), dtype=torch.float32)
-        for li, k in enumerate(space.num_choices()):
-            w = weights[li][:k]
-            total = total + (w * m[li, :k].to(w.dtype)).sum()
-        return total + fixed
+        return term_cost_model(space, "latency", classes, value)

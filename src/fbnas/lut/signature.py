@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fbnas.arch.spec import ArchSpec, Block
+from fbnas.cost.placement import Placed, place
 from fbnas.nn.ops import resolve_op
 
 DTYPE = "float32"
@@ -98,18 +99,18 @@ def entry_from_desc(name: str, desc: dict[str, Any]) -> Entry:
     return Entry(name, make_key(keyed), desc)
 
 
+def placed_entry(p: Placed, batch: int = 1, channels_last: bool = False) -> Entry:
+    """The LUT entry of a placed block (or of the classifier)."""
+    if p.block is None:
+        return entry_from_desc("classifier", classifier_desc(p.channels, p.num_classes, p.h, p.w, batch,
+                                                             channels_last))
+    desc, _, _ = block_desc(p.block, p.basic_args, p.h, p.w, batch, channels_last)
+    return entry_from_desc(p.name, desc)
+
+
 def spec_entries(spec: ArchSpec, num_classes: int = 1000, batch: int = 1, channels_last: bool = False) -> list[Entry]:
     """Every LUT entry a network needs, in execution order (blocks, then the classifier)."""
-    h = w = int(spec.input_size)
-    out: list[Entry] = []
-    blocks = spec.expand()
-    for i, b in enumerate(blocks):
-        desc, h, w = block_desc(b, spec.basic_args, h, w, batch, channels_last)
-        name = "stem" if i == 0 else b.name
-        out.append(entry_from_desc(name, desc))
-    out.append(entry_from_desc("classifier", classifier_desc(blocks[-1].out_channels, num_classes, h, w, batch,
-                                                             channels_last)))
-    return out
+    return [placed_entry(p, batch, channels_last) for p in place(spec, num_classes)]
 
 
 def network_entry(name: str, spec: ArchSpec, num_classes: int, batch: int = 1, channels_last: bool = False) -> Entry:

@@ -16,23 +16,26 @@ import numpy as np
 from fbnas.lut import correction
 from fbnas.lut.measure import Runner, build_module, input_shape
 from fbnas.lut.predict import (
-    FIT_STREAM,
-    VALIDATE_STREAM,
     LatencyTable,
     memory_format,
     reference_entries,
-    sample_choices,
-    space_entries,
+    sample_archs,
+    term_entries,
 )
 from fbnas.lut.signature import Entry, unique_entries
 from fbnas.nn.model import FBNetModel
-from fbnas.space.space import SearchSpace
+from fbnas.seeding import STREAMS
+from fbnas.space.base import DimSpace, Sample
+
+FIT_STREAM, VALIDATE_STREAM = STREAMS["lut_fit"], STREAMS["lut_validate"]
 
 
-def anchor_entries(space: SearchSpace, lut: LatencyTable, n: int = 8) -> list[Entry]:
+def anchor_entries(space: DimSpace, lut: LatencyTable, n: int = 8) -> list[Entry]:
     """A few table entries spread over the space (small to large) to re-time beside the networks."""
-    per_layer, fixed = space_entries(space, lut.num_classes or 1000, lut.batch, lut.channels_last)
-    pool = unique_entries(fixed + [e for layer in per_layer for e in layer if e.family != "skip"])
+    terms = term_entries(space, lut.num_classes or 1000, lut.batch, lut.channels_last)
+    fixed = [e for dims, t in terms if not dims for e in t.values()]
+    searched = [e for dims, t in terms if dims for e in t.values() if e.family != "skip"]
+    pool = unique_entries(fixed + searched)
     step = max(1, len(pool) // n)
     return pool[::step][:n]
 
@@ -47,7 +50,7 @@ class NetworkTimes:
     level_factor: float | None  # reference networks now / during the build; None: the table has none
 
 
-def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyTable, num_classes: int,
+def measure_networks(space: DimSpace, samples: list[Sample], lut: LatencyTable, num_classes: int,
                      rounds: int = 15, anchors: list[Entry] = ()) -> NetworkTimes:
     """Statistic (ms) of each whole network (batch ``lut.batch``, eval) with the LUT's backend and settings.
 
@@ -63,12 +66,13 @@ def measure_networks(space: SearchSpace, choices: list[list[int]], lut: LatencyT
     anchor_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
     anchor_ms = sum(float(stored[k]["value_ms"]) for k in anchor_items)
     items = {}
-    for j, c in enumerate(choices):
-        model = FBNetModel(space.to_spec(c), num_classes).eval()
-        items[f"net{j}"] = (model, [lut.batch, space.in_channels, space.input_size, space.input_size])
+    for j, sample in enumerate(samples):
+        arch = _arch(space, sample)
+        model = FBNetModel(arch, num_classes).eval()
+        items[f"net{j}"] = (model, [lut.batch, arch.in_channels, arch.input_size, arch.input_size])
     stored_refs = [e for e in refs if e.key in stored]
     items.update({e.key: (build_module(e.desc), input_shape(e.desc)) for e in stored_refs})
-    keys = [f"net{j}" for j in range(len(choices))]
+    keys = [f"net{j}" for j in range(len(samples))]
     if not anchor_items:
         stats = runner.measure(items, rounds=rounds)
         comp = {k: float(v["value_ms"]) for k, v in stats.items()}
@@ -93,15 +97,23 @@ def metrics(pred: list[float], meas: list[float]) -> dict[str, float]:
             "mape": float(rel.mean()), "within_10pct": float((rel <= 0.10).mean())}
 
 
-def _classes(lut: LatencyTable, space: SearchSpace, num_classes: int | None) -> int:
+def _arch(space: DimSpace, sample: Sample):
+    arch = space.build(sample).arch
+    assert arch is not None
+    return arch
+
+
+def _classes(lut: LatencyTable, space: DimSpace, num_classes: int | None) -> int:
     if num_classes is not None:
         return num_classes
-    from fbnas.lut.predict import space_entries
-
-    return lut._classes_for(space_entries(space, 1000, lut.batch, lut.channels_last)[1][-1])
+    return lut.classes_for(term_entries(space, 1000, lut.batch, lut.channels_last)[-1][1][()])
 
 
-def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
+def _space_info(space: DimSpace) -> dict[str, Any]:
+    return {"space": space.name, "input_size": _arch(space, space.default_sample()).input_size}
+
+
+def fit_correction(lut: LatencyTable, space: DimSpace, samples: int, seed: int = 0,
                    num_classes: int | None = None, compensate_drift: bool = True, rounds: int = 15) -> dict[str, Any]:
     """Measure ``samples`` networks (fit stream), fit overhead + per-type scales, store them in the DB.
 
@@ -110,22 +122,22 @@ def fit_correction(lut: LatencyTable, space: SearchSpace, samples: int, seed: in
     """
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
-    lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
-    choices = sample_choices(space, samples, seed, FIT_STREAM)
-    preds = [lut.predict(space.to_spec(c)) for c in choices]  # fails early (with the build command) if incomplete
-    times = measure_networks(space, choices, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
+    lut.cost_model(space)  # every candidate present? else one error naming the `lut build --space` command
+    chosen = sample_archs(space, samples, seed, FIT_STREAM)
+    preds = [lut.predict(_arch(space, c)) for c in chosen]  # fails early (with the build command) if incomplete
+    times = measure_networks(space, chosen, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     params = correction.fit([p.by_type for p in preds], measured)
     params.update({"load_factor": times.load_factor, "level_factor": times.level_factor,
                    "drift_compensated": compensate_drift,
-                   "space": space.name, "input_size": space.input_size, "seed": seed, "stream": FIT_STREAM,
-                   "fit_choices": choices, "num_classes": classes})
+                   **_space_info(space), "seed": seed, "stream": FIT_STREAM,
+                   "fit_samples": chosen, "num_classes": classes})
     lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic)
     lut.correction = params
-    return {k: v for k, v in params.items() if k != "fit_choices"}
+    return {k: v for k, v in params.items() if k != "fit_samples"}
 
 
-def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0, num_classes: int | None = None,
+def validate(lut: LatencyTable, space: DimSpace, samples: int, seed: int = 0, num_classes: int | None = None,
              plot: str | Path | None = None, compensate_drift: bool = True, rounds: int = 15) -> dict[str, Any]:
     """Spearman/Pearson/MAPE/within-10% of the plain sum (and the correction, if any) vs measured networks.
 
@@ -136,16 +148,16 @@ def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
     """
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
-    lut.layer_matrix(space)  # every candidate present? else one error naming the `lut build --space` command
-    fitted = {tuple(c) for c in (lut.correction or {}).get("fit_choices", [])}
-    choices = sample_choices(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
-    preds = [lut.predict(space.to_spec(c)) for c in choices]
-    times = measure_networks(space, choices, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
+    lut.cost_model(space)  # every candidate present? else one error naming the `lut build --space` command
+    fitted = frozenset(tuple(c.values()) for c in (lut.correction or {}).get("fit_samples", []) if isinstance(c, dict))
+    chosen = sample_archs(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
+    preds = [lut.predict(_arch(space, c)) for c in chosen]
+    times = measure_networks(space, chosen, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     plain = [p.total_ms for p in preds]
-    result: dict[str, Any] = {**metrics(plain, measured), "n": len(choices), "backend": lut.backend,
-                              "threads": lut.threads, "statistic": lut.statistic, "space": space.name,
-                              "input_size": space.input_size, "seed": seed, "drift_compensated": compensate_drift,
+    result: dict[str, Any] = {**metrics(plain, measured), "n": len(chosen), "backend": lut.backend,
+                              "threads": lut.threads, "statistic": lut.statistic, **_space_info(space),
+                              "seed": seed, "drift_compensated": compensate_drift,
                               "load_factor": times.load_factor, "level_factor": times.level_factor}
     corrected = None
     if lut.correction and all(p.corrected_ms is not None for p in preds):
@@ -154,12 +166,12 @@ def validate(lut: LatencyTable, space: SearchSpace, samples: int, seed: int = 0,
     result["raw"] = {"plain": metrics(plain, times.raw_ms)}
     if corrected:
         result["raw"]["corrected"] = metrics(corrected, times.raw_ms)
-    result["samples"] = [{"choices": c, "predicted_ms": p, "measured_ms": m, "raw_ms": r,
+    result["samples"] = [{"sample": c, "predicted_ms": p, "measured_ms": m, "raw_ms": r,
                           **({"corrected_ms": corrected[i]} if corrected else {})}
-                         for i, (c, p, m, r) in enumerate(zip(choices, plain, measured, times.raw_ms, strict=True))]
+                         for i, (c, p, m, r) in enumerate(zip(chosen, plain, measured, times.raw_ms, strict=True))]
     if plot:
         kind = "drift-compensated" if compensate_drift else "raw"
-        write_plot(plot, plain, measured, corrected, f"{space.name} @{space.input_size}, {lut.backend} "
+        write_plot(plot, plain, measured, corrected, f"{space.name} @{result['input_size']}, {lut.backend} "
                    f"{lut.threads} thread(s), {kind} times", result)
         result["plot"] = str(plot)
     return result

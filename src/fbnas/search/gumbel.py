@@ -1,17 +1,11 @@
-"""Gumbel-softmax sampling with noise derived from (seed, step), so every DDP rank draws the same sample."""
+"""Gumbel-softmax sampling; the noise comes from a generator keyed by (seed, step, stream)
+(:func:`fbnas.seeding.step_generator`), so every DDP rank and a resumed run draw the same sample."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator seeded from (seed, step, stream): reproducible and identical on every rank."""
-    g = torch.Generator()
-    g.manual_seed((int(seed) * 1_000_003 + int(step) * 9_176 + int(stream) * 7_919) % (2**63 - 1))
-    return g
 
 
 def gumbel_noise(shape: tuple[int, ...], generator: torch.Generator, dtype=torch.float32) -> torch.Tensor:

@@ -23,9 +23,9 @@ from torch import nn
 from fbnas.cost.formulas import ConvShape, conv_out_size
 from fbnas.nn.layers import GATES, ConvBNAct, make_act
 from fbnas.nn.model import ClassifierHead, init_weights
-from fbnas.search.dmasking_space import DMaskingSpace
 from fbnas.search.gumbel import gumbel_noise, gumbel_softmax
-from fbnas.search.supernet import ArchSample
+from fbnas.search.protocols import ArchSample
+from fbnas.space.masking import MaskingSpace
 
 # ---- mask algebra ---------------------------------------------------------------------------------
 
@@ -145,12 +145,12 @@ class _Cost:
 class DMaskingSupernet(nn.Module):
     """Stem, masked inverted-residual blocks, last 1x1 conv and classifier; one theta per choice group."""
 
-    def __init__(self, space: DMaskingSpace, num_classes: int, hard: bool = False) -> None:
+    def __init__(self, space: MaskingSpace, num_classes: int, hard: bool = False) -> None:
         super().__init__()
         self.space = space
         self.num_classes = num_classes
         self.hard = hard
-        g = space.groups
+        g = space.choices
         self.stem = ConvBNAct(space.in_channels, g[space.STEM].values[-1], space.stem_k, space.stem_s,
                               act=space.stem_act)
         self.blocks = nn.ModuleList(
@@ -167,9 +167,8 @@ class DMaskingSupernet(nn.Module):
             self.register_buffer(name, prefix_masks(options), persistent=False)
 
     def _mask_options(self):
-        g = self.space.groups
-        for gi, grp in enumerate(g):
-            if grp.kind != "res":
+        for gi, grp in enumerate(self.space.choices):
+            if self.space.kinds[gi] != "res":
                 yield f"_l{gi}", grp.values
         for bi, b in enumerate(self.space.blocks):
             if b.se:
@@ -217,8 +216,8 @@ class DMaskingSupernet(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------
     def masks(self, weights: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
-        for gi, grp in enumerate(self.space.groups):
-            if grp.kind != "res":
+        for gi in range(len(self.space.choices)):
+            if self.space.kinds[gi] != "res":
                 out[f"g{gi}"] = weights[gi] @ getattr(self, f"_l{gi}")
         for bi, b in enumerate(self.space.blocks):
             if b.se:
@@ -241,7 +240,7 @@ class DMaskingSupernet(nn.Module):
         weights = sample.weights
         masks = self.masks(weights)
         res_w = weights[self.space.RES]
-        resolutions = self.space.groups[self.space.RES].values
+        resolutions = self.space.choices[self.space.RES].values
         size = self._sizes[resolutions[-1]][-1]
         out = None
         for i, r in enumerate(resolutions):
@@ -259,7 +258,7 @@ class DMaskingSupernet(nn.Module):
         """ConvShape of every conv with effective channels and sizes (tensors), in network order."""
         sp = self.space
         w = [t.to(dtype) for t in weights]
-        g = sp.groups
+        g = sp.choices
         res = g[sp.RES].values
         sizes = [effective_channels(w[sp.RES], [self._sizes[r][i] for r in res])
                  for i in range(len(sp.blocks) + 1)]
@@ -295,7 +294,7 @@ class EffectiveCostModel:
     """The :class:`fbnas.search.loss.CostModel` interface over effective shapes (MMACs or M params)."""
 
     def __init__(self, net: DMaskingSupernet, kind: str) -> None:
-        from fbnas.search.loss import COST_UNITS
+        from fbnas.cost.terms import COST_UNITS
 
         self.net, self.kind, self.unit = net, kind, COST_UNITS[kind]
 
@@ -307,4 +306,4 @@ class EffectiveCostModel:
 
     def min_max(self) -> tuple[float, float]:
         sp = self.net.space
-        return self.of_choices([0] * len(sp.groups)), self.of_choices(sp.max_choices())
+        return self.of_choices([0] * len(sp.choices)), self.of_choices(sp.max_choices())

@@ -19,14 +19,13 @@ sampled candidate on its own sub-batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from fbnas.nn.model import ClassifierHead, FBNetModel, build_block, init_weights
 from fbnas.search.gumbel import gumbel_noise, gumbel_softmax
-from fbnas.space.space import SearchSpace
+from fbnas.search.protocols import ArchSample
+from fbnas.space.layerwise import LayerwiseSpace
 
 MODES = ("soft", "hard")
 NOISE = ("batch", "sample")
@@ -104,27 +103,10 @@ class MixedOp(nn.Module):
         return torch.cat(outs).index_select(0, order)
 
 
-@dataclass
-class ArchSample:
-    """Gumbel weights of one step: ``weights[l]`` is ``[K_l]`` or ``[B, K_l]``."""
-
-    weights: list[torch.Tensor]
-    tau: float
-    hard: bool
-
-    def choices(self) -> list[int]:
-        """Sampled candidate per layer (per-sample weights: the most frequent one)."""
-        out = []
-        for w in self.weights:
-            idx = w.detach().argmax(dim=-1)
-            out.append(int(idx) if idx.dim() == 0 else int(torch.mode(idx).values))
-        return out
-
-
 class Supernet(nn.Module):
     """The whole network: fixed blocks built as in :class:`FBNetModel`, MixedOps at searchable layers."""
 
-    def __init__(self, space: SearchSpace, num_classes: int, mode: str = "hard", noise: str = "batch") -> None:
+    def __init__(self, space: LayerwiseSpace, num_classes: int, mode: str = "hard", noise: str = "batch") -> None:
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -135,7 +117,7 @@ class Supernet(nn.Module):
         self.mode = mode
         self.noise = noise
         base_blocks = space.to_spec([0] * space.num_layers).expand()
-        per_layer = space.candidate_blocks()
+        per_layer = [[p.block for p in space.blocks_of(dim)] for dim in space.dim_names]
         layers: list[nn.Module] = []
         self.search_positions: list[int] = []
         li = 0

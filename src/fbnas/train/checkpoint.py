@@ -1,24 +1,21 @@
-"""Training checkpoints: one ``checkpoint.pt`` per run folder, written atomically each epoch.
+"""Training checkpoints: ``checkpoint.pt`` of a train run folder (:class:`fbnas.runs.RunFolder`).
 
-Keys: arch (spec dict), num_classes, model, ema (or None), optimizer, scheduler, rng, epoch (completed epochs),
-step (batches done in the next, partial epoch; 0 at an epoch boundary), partial (running train totals of that
-partial epoch), elapsed_s, recipe (dict), data (name, options), threads.
+Keys: schema (``fbnas.train/1``), arch (spec dict), num_classes, model, ema (or None), ema_state, optimizer,
+scheduler, rng, epoch (completed epochs), step (batches done in the next, partial epoch; 0 at an epoch
+boundary), partial (running train totals of that partial epoch), elapsed_s, history (the epoch records),
+recipe (dict), data (name, options), threads. Tensors and plain data only: loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import os
-import pickle
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from fbnas.errors import FbnasError
+from fbnas.runs import RunFolder, load_checkpoint_file
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = RunFolder.CHECKPOINT
 
 
 def checkpoint_path(path: str | os.PathLike) -> Path:
@@ -27,23 +24,11 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return p / CHECKPOINT_NAME if p.is_dir() else p
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    from fbnas.io import atomic_torch_save
-
-    return atomic_torch_save(path, state)
-
-
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint (tensors and plain data only); a missing or corrupt file is a one-line FbnasError."""
+    """Load a training checkpoint; a missing, corrupt or foreign file is a one-line FbnasError."""
     p = checkpoint_path(path)
-    if not p.exists():
-        raise FbnasError(f"{p}: checkpoint not found")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise FbnasError(f"{p}: not a readable fbnas checkpoint ({first})") from None
-    if not isinstance(state, dict) or "arch" not in state or "model" not in state:
+    state = load_checkpoint_file(p, "train")
+    if "arch" not in state or "model" not in state:
         raise FbnasError(f"{p}: not an fbnas training checkpoint (no 'arch'/'model')")
     return state
 
@@ -65,21 +50,3 @@ def model_from_checkpoint(path: str | os.PathLike):
     except RuntimeError as e:
         raise FbnasError(f"{checkpoint_path(path)}: weights do not match the arch ({str(e).splitlines()[0]})") from None
     return model.eval(), spec
-
-
-# ---- RNG states (as tensors and plain data, so weights_only loading works) -------------------------
-def rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))

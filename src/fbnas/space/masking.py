@@ -20,8 +20,9 @@ options are ratios of the block's *largest* input width: the hidden-width option
 ``make_divisible(e * max_cin)``; the child's ``e`` is then ``hidden / chosen_cin`` (fractional, as in the
 released FBNetV2 models). Kernel, SE and activation are fixed per block (data, not searched).
 
-A choice vector has one index per choice group, in the order of :meth:`DMaskingSpace.groups`:
-resolution, stem channels, stage channels (one per stage), then block expansions (one per block).
+Each searched quantity is a :class:`Choice` dimension: ``res``, ``stem.c``, ``s{i}.c`` (one per stage) and
+``s{i}.b{j}.mid`` (one per block), in that order; a sample such as ``{"res": 24, "stem.c": 12, ...}`` builds
+the child's :class:`ArchSpec`. The dimensions of a block (its hidden width) form the group ``s{i}.b{j}``.
 """
 
 from __future__ import annotations
@@ -32,16 +33,10 @@ from typing import Any
 from fbnas.arch.spec import ArchSpec, BlockDef
 from fbnas.channels import make_divisible
 from fbnas.errors import FbnasError
+from fbnas.space.base import Built, DimSpace, Sample
+from fbnas.space.dims import Choice, Dim
 
-
-@dataclass(frozen=True)
-class ChoiceGroup:
-    """One Gumbel-softmax choice: its name, kind (res / channels / expansion) and option values."""
-
-    name: str
-    kind: str
-    values: tuple[int, ...]  # resolutions or channel counts, strictly increasing
-    labels: tuple[str, ...]
+KINDS = ("res", "channels", "expansion")
 
 
 @dataclass(frozen=True)
@@ -54,14 +49,16 @@ class BlockPlan:
     k: int
     se: str | None
     act: str
-    in_group: int  # choice group of the input width (stem or previous stage)
-    out_group: int  # choice group of the output width (this stage)
-    e_group: int  # choice group of the hidden width
+    in_group: int  # dimension index of the input width (stem or previous stage)
+    out_group: int  # dimension index of the output width (this stage)
+    e_group: int  # dimension index of the hidden width
     se_hidden: tuple[int, ...]  # SE bottleneck width per hidden option
 
 
 @dataclass
-class DMaskingSpace:
+class MaskingSpace(DimSpace):
+    """Dimensions (``choices``, values increasing, with their ``kinds``) and the blocks they shape."""
+
     input_size: int
     in_channels: int
     resolutions: tuple[int, ...]  # decreasing; resolutions[0] == input_size
@@ -73,29 +70,52 @@ class DMaskingSpace:
     last_c: int
     last_act: str
     dropout: float
-    groups: list[ChoiceGroup] = field(default_factory=list)
+    name: str = "masking"
+    choices: list[Choice] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
     blocks: list[BlockPlan] = field(default_factory=list)
     stage_strides: list[int] = field(default_factory=list)
 
     RES, STEM = 0, 1
 
-    def num_choices(self) -> list[int]:
-        return [len(g.values) for g in self.groups]
+    @property
+    def dims(self) -> list[Dim]:  # type: ignore[override]
+        return list(self.choices)
+
+    def add_choice(self, name: str, kind: str, values: tuple[int, ...], group: str) -> int:
+        self.choices.append(Choice(name, tuple(values), group=group))
+        self.kinds.append(kind)
+        return len(self.choices) - 1
 
     def max_choices(self) -> list[int]:
-        return [len(g.values) - 1 for g in self.groups]
+        return [len(g.values) - 1 for g in self.choices]
 
     def stage_group(self, stage: int) -> int:
         return 2 + stage
 
     def choice_names(self, choices: list[int]) -> list[str]:
-        return [f"{g.name}={g.labels[int(c)]}" for g, c in zip(self.groups, choices, strict=True)]
+        return [f"{g.name}={g.labels[int(c)]}" for g, c in zip(self.choices, choices, strict=True)]
+
+    def build(self, sample: Sample, name: str = "dmasking_child") -> Built:
+        return Built(arch=self.to_spec(self.indices(sample), name))
+
+    def term_dims(self) -> list[tuple[str, ...]]:
+        """stem: (res, stem.c); block: (res, input width, hidden width, output width); last conv: (res, last
+        stage width); classifier: (res)."""
+        names = [c.name for c in self.choices]
+        res = names[self.RES]
+        out: list[tuple[str, ...]] = [(res, names[self.STEM])]
+        for b in self.blocks:
+            out.append(tuple(dict.fromkeys((res, names[b.in_group], names[b.e_group], names[b.out_group]))))
+        out.append((res, names[self.blocks[-1].out_group]))
+        out.append((res,))
+        return out
 
     def to_spec(self, choices: list[int], name: str = "dmasking_child") -> ArchSpec:
         """The child architecture of ``choices``: plain ops, no masks (``always_pw`` keeps every 1x1 expand)."""
-        if len(choices) != len(self.groups):
-            raise FbnasError(f"dmasking space: expected {len(self.groups)} choices, got {len(choices)}")
-        val = [g.values[int(c)] for g, c in zip(self.groups, choices, strict=True)]
+        if len(choices) != len(self.choices):
+            raise FbnasError(f"dmasking space: expected {len(self.choices)} choices, got {len(choices)}")
+        val = [g.values[int(c)] for g, c in zip(self.choices, choices, strict=True)]
         stem_c = val[self.STEM]
         stages: list[list[BlockDef]] = [[BlockDef("conv", stem_c, self.stem_s, 1,
                                                   {"k": self.stem_k, "act": self.stem_act})]]
@@ -140,7 +160,17 @@ def _increasing(values: list[int], where: str) -> tuple[int, ...]:
     return out
 
 
-def parse_space(d: dict, source: str = "space") -> DMaskingSpace:
+_FIELDS = {"name", "kind", "input_size", "in_channels", "resolutions", "width_divisor", "act", "stem", "stages", "last",
+           "dropout"}
+
+
+def _known(node: dict, valid: set[str], where: str, source: str) -> None:
+    extra = sorted(set(node) - valid)
+    if extra:
+        raise FbnasError(f"{source}: {where}.{extra[0]}: unknown field; valid: {', '.join(sorted(valid))}")
+
+
+def parse_space(d: Any, source: str = "space") -> MaskingSpace:
     """Validate the ``space`` mapping; every error names ``source: space.FIELD``."""
     from fbnas.nn.layers import ACTIVATIONS
 
@@ -159,6 +189,9 @@ def parse_space(d: dict, source: str = "space") -> DMaskingSpace:
             raise FbnasError(f"{source}: {where}: kernel must be an odd positive integer, got {v!r}")
         return v
 
+    if not isinstance(d, dict):
+        raise FbnasError(f"{source}: space: must be a mapping")
+    _known(d, _FIELDS, "space", source)
     size = _ints(get("input_size"), f"{source}: space.input_size")[0]
     in_ch = _ints(get("in_channels"), f"{source}: space.in_channels")[0]
     wd = _ints(get("width_divisor"), f"{source}: space.width_divisor")[0]
@@ -172,35 +205,40 @@ def parse_space(d: dict, source: str = "space") -> DMaskingSpace:
     last = get("last")
     if not isinstance(stem, dict) or not isinstance(last, dict):
         raise FbnasError(f"{source}: space.stem / space.last: must be mappings")
+    _known(stem, {"c", "s", "k", "act"}, "space.stem", source)
+    _known(last, {"c", "act"}, "space.last", source)
     dropout = d.get("dropout", 0.0)
     if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
         raise FbnasError(f"{source}: space.dropout: must be in [0, 1), got {dropout!r}")
 
-    def channel_group(name: str, v: Any, where: str) -> ChoiceGroup:
+    def channel_values(v: Any, where: str) -> tuple[int, ...]:
         vals = _increasing(_ints(v, f"{source}: {where}"), f"{source}: {where}")
         bad = [c for c in vals if c % wd]
         if bad:
             raise FbnasError(f"{source}: {where}: channel options must be multiples of width_divisor {wd}, "
                              f"got {bad[0]}")
-        return ChoiceGroup(name, "channels", vals, tuple(str(c) for c in vals))
+        return vals
 
-    sp = DMaskingSpace(
+    sp = MaskingSpace(
         input_size=size, in_channels=in_ch, resolutions=tuple(res), width_divisor=wd, act=default_act,
         stem_k=kernel(stem.get("k", 3), "space.stem.k"), stem_s=int(stem.get("s", 2)),
         stem_act=act(stem.get("act", default_act), "space.stem.act"),
         last_c=_ints(get("c", last, "space.last"), f"{source}: space.last.c")[0],
-        last_act=act(last.get("act", default_act), "space.last.act"), dropout=float(dropout))
+        last_act=act(last.get("act", default_act), "space.last.act"), dropout=float(dropout),
+        name=str(d.get("name", "masking")))
     if sp.stem_s not in (1, 2):
         raise FbnasError(f"{source}: space.stem.s: must be 1 or 2, got {sp.stem_s!r}")
-    sp.groups.append(ChoiceGroup("res", "res", tuple(sorted(res)), tuple(str(r) for r in sorted(res))))
-    sp.groups.append(channel_group("stem.c", get("c", stem, "space.stem"), "space.stem.c"))
+    sp.add_choice("res", "res", tuple(sorted(res)), "res")
+    sp.add_choice("stem.c", "channels", channel_values(get("c", stem, "space.stem"), "space.stem.c"), "stem")
     stages = get("stages")
     if not isinstance(stages, list) or not stages:
         raise FbnasError(f"{source}: space.stages: must be a non-empty list of stages")
     for si, st in enumerate(stages):
         if not isinstance(st, dict):
             raise FbnasError(f"{source}: space.stages[{si}]: must be a mapping")
-        sp.groups.append(channel_group(f"s{si}.c", get("c", st, f"space.stages[{si}]"), f"space.stages[{si}].c"))
+        _known(st, {"c", "s", "n", "e", "k", "se", "act"}, f"space.stages[{si}]", source)
+        sp.add_choice(f"s{si}.c", "channels", channel_values(get("c", st, f"space.stages[{si}]"),
+                                                            f"space.stages[{si}].c"), f"s{si}")
     for si, st in enumerate(stages):
         where = f"space.stages[{si}]"
         n = _ints(st.get("n", 1), f"{source}: {where}.n")[0]
@@ -222,19 +260,15 @@ def parse_space(d: dict, source: str = "space") -> DMaskingSpace:
         out_group = sp.stage_group(si)
         for bi in range(n):
             in_group = (sp.STEM if si == 0 else sp.stage_group(si - 1)) if bi == 0 else out_group
-            cin_max = sp.groups[in_group].values[-1]
+            cin_max = sp.choices[in_group].values[-1]
             hidden = sorted({make_divisible(cin_max * float(e), wd) for e in e_opts})
-            labels = tuple(f"{h}" for h in hidden)
-            sp.groups.append(ChoiceGroup(f"s{si}.b{bi}.mid", "expansion", tuple(hidden), labels))
+            e_group = sp.add_choice(f"s{si}.b{bi}.mid", "expansion", tuple(hidden), f"s{si}.b{bi}")
             se_hidden = tuple(make_divisible(h * 0.25, wd) for h in hidden)
             sp.blocks.append(BlockPlan(si, bi, int(s) if bi == 0 else 1, ks[bi], ses[bi], acts[bi], in_group,
-                                       out_group, len(sp.groups) - 1, se_hidden))
-    extra = sorted(set(d) - {"input_size", "in_channels", "resolutions", "width_divisor", "act", "stem", "stages",
-                             "last", "dropout"})
-    if extra:
-        raise FbnasError(f"{source}: space.{extra[0]}: unknown field")
+                                       out_group, e_group, se_hidden))
+
     # every child must build: check the largest and smallest
-    for ch in (sp.max_choices(), [0] * len(sp.groups)):
+    for ch in (sp.max_choices(), [0] * len(sp.choices)):
         try:
             sp.to_spec(ch)
         except FbnasError as e:

@@ -1,0 +1,102 @@
+"""The strategy seam: a strategy is an object with a typed config that runs over a space in a run folder and
+returns a result. Strategies register as objects; ``fbnas search NAME`` is generated from the registry.
+
+:func:`run_search` is what every strategy shares around its own work: the run folder (refusing to overwrite
+a run, or to resume it with another config), threads and seeds, the manifest, and ``result.json``. A result
+holds the found architecture twice: as a named sample of the strategy's space (``sample``) and as the arch
+spec it builds (``arch``, what ``fbnas train --arch DIR/result.json`` reads).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from fbnas.errors import FbnasError
+from fbnas.runs import RunFolder
+from fbnas.search.config import SearchConfig
+from fbnas.space.base import DimSpace
+
+STRATEGY_MODULES = ["fbnas.search.dnas", "fbnas.search.dmasking"]
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: ClassVar[str]
+    help: ClassVar[str]
+    config_model: ClassVar[type[SearchConfig]]
+    smoke_config: ClassVar[dict[str, Any]]  # a seconds-long synthetic-data config (contract tests, examples)
+
+    def space(self, cfg: Any) -> DimSpace:
+        """The space the strategy searches with this config."""
+        ...
+
+    def run(self, cfg: Any, folder: RunFolder, *, resuming: bool, log: Callable[[str], Any],
+            stop_after_epoch: int | None = None, source: str = "config") -> dict[str, Any] | None:
+        """Search (or continue) in ``folder``; the result document, or None when stopped early. Errors name
+        ``source`` (the user's config file)."""
+        ...
+
+    def format_result(self, result: dict[str, Any]) -> str: ...
+
+
+_REGISTRY: dict[str, Strategy] = {}
+
+
+def register_strategy(strategy: Strategy) -> Strategy:
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"{strategy!r} does not implement the Strategy protocol")
+    _REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def strategies() -> dict[str, Strategy]:
+    """Every registered strategy (importing the built-in strategy modules first)."""
+    for module in STRATEGY_MODULES:
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def get_strategy(name: str) -> Strategy:
+    found = strategies()
+    if name not in found:
+        raise FbnasError(f"unknown search strategy {name!r}; valid: {', '.join(sorted(found))}")
+    return found[name]
+
+
+def run_search(strategy: Strategy, cfg: SearchConfig, out: str | Path, resume: bool = False,
+               log: Callable[[str], Any] = print, stop_after_epoch: int | None = None,
+               source: str = "config") -> dict[str, Any]:
+    """Run (or resume) ``strategy`` with the validated ``cfg`` in the run folder ``out``; returns result.json's
+    document (empty when ``stop_after_epoch`` ended the work early)."""
+    from fbnas.runtime import set_threads
+    from fbnas.seeding import seed_everything
+
+    folder = RunFolder(out, "search")
+    resuming = folder.prepare(resume)
+    resolved = cfg.to_dict()
+    if resuming:
+        saved = folder.read_config()
+        if saved is not None and saved != resolved:
+            changed = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
+            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json "
+                             f"(differs in: {', '.join(changed)})")
+    folder.start(resolved, seed=cfg.seed, resumed=resuming)
+    set_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    result = strategy.run(cfg, folder, resuming=resuming, log=log, stop_after_epoch=stop_after_epoch, source=source)
+    if result is None:
+        return {}
+    folder.finish(result)
+    return result
+
+
+def saved_config(strategy: Strategy, out: str | Path) -> SearchConfig | None:
+    """The config a run folder was started with (what ``--resume`` continues), validated."""
+    folder = RunFolder(out, "search")
+    if not folder.has_checkpoint:
+        return None
+    saved = folder.read_config()
+    return None if saved is None else strategy.config_model.parse(saved, str(folder.file(folder.CONFIG)))

@@ -1,0 +1,100 @@
+"""One place for randomness: seeds, keyed generators and the process RNG state of checkpoints.
+
+Every random draw of a run is keyed, never taken from a shared global stream, so a resumed run, another DDP
+rank or a trial in another process draws the same values:
+
+* :func:`derive_seed` ``(seed, *names)``: named draws (data order per epoch, augmentation per batch, splits,
+  weight init) hash their key with BLAKE2b;
+* :func:`step_seed` ``(seed, step, stream)``: the per-step draws of a search (architecture samples) use a
+  linear key, so that a step's seed is cheap to compute and identical on every rank;
+* :data:`STREAMS` names the streams, so two kinds of draws never share a key.
+
+The global torch / numpy / python states are still seeded (:func:`seed_everything`) for library code that
+draws from them, and saved in checkpoints as tensors and plain data (:func:`rng_state`), which
+``torch.load(weights_only=True)`` reads back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# stream ids of step_seed: searches (weights, architecture, result samples), latency tables (validation
+# networks, correction fit, reference networks), space sampling
+STREAMS: dict[str, int] = {"weights": 0, "theta": 1, "samples": 2, "lut_validate": 0, "lut_fit": 1,
+                           "lut_reference": 3}
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed from a key (seed, epoch, batch, name, ...): stable across processes and platforms."""
+    digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def step_seed(seed: int, step: int, stream: int = 0) -> int:
+    """The seed of draw ``step`` in ``stream`` of a run seeded ``seed``."""
+    return (int(seed) * 1_000_003 + int(step) * 9_176 + int(stream) * 7_919) % (2**63 - 1)
+
+
+def make_generator(*parts: int | str) -> torch.Generator:
+    """A CPU torch generator seeded from :func:`derive_seed` of ``parts``."""
+    import torch
+
+    return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A CPU torch generator seeded from :func:`step_seed`: reproducible and identical on every rank."""
+    import torch
+
+    g = torch.Generator()
+    g.manual_seed(step_seed(seed, step, stream))
+    return g
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """A CPU torch generator seeded with ``seed`` itself (the data subset of a search)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(seed))
+
+
+def numpy_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(int(seed))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed the global python, numpy and torch generators (for code that draws from them)."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global RNG states as tensors and plain data (loadable with ``weights_only=True``)."""
+    import torch
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
