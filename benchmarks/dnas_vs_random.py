@@ -72,7 +72,8 @@ def run_or_load_search(args: argparse.Namespace, search_dir: Path) -> tuple[dict
 
 def matched_random_archs(result: dict, cfg: dict, num: int, tolerance: float, seed: int) -> tuple[list, dict]:
     """Uniform samples from the space whose cost is within ``tolerance`` of the DNAS arch (closest if too few)."""
-    from fbnas.search.dnas import Dnas, DnasConfig, cost_model_for, load_latency_table
+    from fbnas.search.common import cost_model_for, load_latency_table
+    from fbnas.search.dnas import Dnas, DnasConfig
 
     s = DnasConfig.parse(cfg, "config.json")
     space = Dnas().space(s)

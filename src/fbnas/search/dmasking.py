@@ -20,6 +20,7 @@ from pydantic import field_validator
 from fbnas.config import StrictModel
 from fbnas.runs import RunFolder
 from fbnas.search.alternating import run_alternating
+from fbnas.search.common import cost_model_for, gumbel_update, load_latency_table, search_data
 from fbnas.search.config import (
     DataSection,
     NonNegativeInt,
@@ -29,7 +30,6 @@ from fbnas.search.config import (
     SearchConfig,
     SupernetMode,
 )
-from fbnas.search.dnas import cost_model_for, gumbel_update, load_latency_table, search_data
 from fbnas.search.history import choices_probability
 from fbnas.search.loss import CostKind, LossConfig, LossForm, Penalty, PositiveFloat
 from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
@@ -125,7 +125,7 @@ class DMasking:
         target = cfg.loss.target
         if cfg.loss.form == "target" and target is not None and not lo <= target <= hi:
             log(f"warning: loss.target {target} {cost_model.unit} is outside the space's range "
-                f"[{lo:.3f}, {hi:.3f}]")
+                f"[{lo:.3f}, {hi:.3f}]; set loss.target in {cost_model.unit}")
         labels = [list(c.labels) for c in space.choices]
         history = run_alternating(net, data.weights, data.arch, cost_model, gumbel_update(net, cost_model, cfg), cfg,
                                   folder, resuming, space.dim_names, labels, log, stop_after_epoch)
