@@ -281,7 +281,7 @@ class LatencyTable:
 
         cl = self.channels_last
         first = term_entries(space, 1000, self.batch, cl)
-        classes = self.classes_for(first[-1][1][()])
+        classes = self.classes_for(next(iter(first[-1][1].values())))  # the classifier's entry
         tables = first if classes == 1000 else term_entries(space, classes, self.batch, cl)
         rows = self._lookup([e for _, t in tables for e in t.values()], self._space_cmd(space, classes))
 

@@ -106,7 +106,7 @@ def _arch(space: DimSpace, sample: Sample):
 def _classes(lut: LatencyTable, space: DimSpace, num_classes: int | None) -> int:
     if num_classes is not None:
         return num_classes
-    return lut.classes_for(term_entries(space, 1000, lut.batch, lut.channels_last)[-1][1][()])
+    return lut.classes_for(next(iter(term_entries(space, 1000, lut.batch, lut.channels_last)[-1][1].values())))
 
 
 def _space_info(space: DimSpace) -> dict[str, Any]:
