@@ -96,11 +96,14 @@ class MaskedIR(nn.Module):
     """Inverted residual at its largest widths; masks select the hidden width (expansion) and output width.
 
     Masks go after every activation (BN and act of a zero channel are not zero), so a channel masked to 0
-    carries exactly what the narrower child would not have.
+    carries exactly what the narrower child would not have. The residual follows the child: a block whose input
+    and output widths are one dimension always adds it (``same``); a stride-1 block between two dimensions adds
+    it weighted by the probability that the two widths are equal (``gated``: 1 or 0 at one-hot weights, as the
+    child has a residual exactly when its widths agree).
     """
 
     def __init__(self, cin: int, mid: int, cout: int, stride: int, k: int, se: str | None, se_mid: int,
-                 act: str) -> None:
+                 act: str, residual: str | None = None) -> None:
         super().__init__()
         self.pw = ConvBNAct(cin, mid, 1, act=act)
         self.dw = ConvBNAct(mid, mid, k, stride, groups=mid, act=act)
@@ -112,10 +115,10 @@ class MaskedIR(nn.Module):
             self.se_expand = nn.Conv2d(se_mid, mid, 1, bias=True)
             self.se = GATES[se]()
         self.pwl = ConvBNAct(mid, cout, 1, act=None)
-        self.residual = cin == cout and stride == 1
+        self.residual = residual
 
     def forward(self, x: torch.Tensor, mid_mask: torch.Tensor, se_mask: torch.Tensor | None,
-                out_mask: torch.Tensor) -> torch.Tensor:
+                out_mask: torch.Tensor, residual_gate: torch.Tensor | None = None) -> torch.Tensor:
         y = apply_mask(self.pw(x), mid_mask)
         y = apply_mask(self.dw(y), mid_mask)
         if self.se is not None:
@@ -124,7 +127,14 @@ class MaskedIR(nn.Module):
                 s = apply_mask(s, se_mask)
             y = y * self.se(self.se_expand(s))
         y = apply_mask(self.pwl(y), out_mask)
-        return x + y if self.residual else y
+        if self.residual == "same":
+            return x + y
+        if self.residual == "gated":
+            assert residual_gate is not None
+            c = y.shape[1]
+            x = x[:, :c] if x.shape[1] >= c else torch.nn.functional.pad(x, (0, 0, 0, 0, 0, c - x.shape[1]))
+            return y + residual_gate * x
+        return y
 
 
 @dataclass
@@ -142,6 +152,16 @@ class _Cost:
         return out
 
 
+def residual_kind(space: MaskingSpace, b) -> str | None:
+    """``same``: input and output widths are one dimension; ``gated``: two dimensions that share a width; None."""
+    if b.stride != 1:
+        return None
+    if b.in_group == b.out_group:
+        return "same"
+    shared = set(space.choices[b.in_group].values) & set(space.choices[b.out_group].values)
+    return "gated" if shared else None
+
+
 class DMaskingSupernet(nn.Module):
     """Stem, masked inverted-residual blocks, last 1x1 conv and classifier; one theta per choice group."""
 
@@ -155,7 +175,7 @@ class DMaskingSupernet(nn.Module):
                               act=space.stem_act)
         self.blocks = nn.ModuleList(
             MaskedIR(g[b.in_group].values[-1], g[b.e_group].values[-1], g[b.out_group].values[-1], b.stride, b.k,
-                     b.se, b.se_hidden[-1], b.act) for b in space.blocks)
+                     b.se, b.se_hidden[-1], b.act, residual_kind(space, b)) for b in space.blocks)
         last_in = g[space.blocks[-1].out_group].values[-1]
         self.last = ConvBNAct(last_in, space.last_c, 1, act=space.last_act)
         self.head = ClassifierHead(space.last_c, num_classes, space.dropout)
@@ -165,6 +185,10 @@ class DMaskingSupernet(nn.Module):
         self._sizes = {r: self._spatial_sizes(r) for r in g[space.RES].values}
         for name, options in self._mask_options():
             self.register_buffer(name, prefix_masks(options), persistent=False)
+        for bi, b in enumerate(space.blocks):  # [K_in, K_out]: 1 where the two widths are equal
+            if self.blocks[bi].residual == "gated":
+                eq = torch.tensor([[float(a == c) for c in g[b.out_group].values] for a in g[b.in_group].values])
+                self.register_buffer(f"_eq{bi}", eq, persistent=False)
 
     def _mask_options(self):
         for gi, grp in enumerate(self.space.choices):
@@ -222,13 +246,15 @@ class DMaskingSupernet(nn.Module):
         for bi, b in enumerate(self.space.blocks):
             if b.se:
                 out[f"se{bi}"] = weights[b.e_group] @ getattr(self, f"_lse{bi}")
+            if self.blocks[bi].residual == "gated":
+                out[f"res{bi}"] = weights[b.in_group] @ getattr(self, f"_eq{bi}") @ weights[b.out_group]
         return out
 
     def body(self, x: torch.Tensor, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         sp = self.space
         x = apply_mask(self.stem(x), masks[f"g{sp.STEM}"])
         for bi, (b, block) in enumerate(zip(sp.blocks, self.blocks, strict=True)):
-            x = block(x, masks[f"g{b.e_group}"], masks.get(f"se{bi}"), masks[f"g{b.out_group}"])
+            x = block(x, masks[f"g{b.e_group}"], masks.get(f"se{bi}"), masks[f"g{b.out_group}"], masks.get(f"res{bi}"))
         return self.last(x)
 
     def forward(self, x: torch.Tensor, sample: ArchSample) -> torch.Tensor:
@@ -288,6 +314,45 @@ class DMaskingSupernet(nn.Module):
                        dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Total MACs or params (eq. 10 summed over layers), differentiable w.r.t. the Gumbel weights."""
         return self.effective_shapes(weights, dtype).total(kind)
+
+
+def _copy_conv_bn(dst: nn.Module, src: nn.Module, cout: int, cin: int | None) -> None:
+    """Copy a ConvBNAct's first ``cout`` output (and ``cin`` input) channels into the narrower ``dst``."""
+    w = src.conv.weight
+    dst.conv.weight.copy_(w[:cout] if cin is None else w[:cout, :cin])
+    if src.conv.bias is not None:
+        dst.conv.bias.copy_(src.conv.bias[:cout])
+    if hasattr(src, "bn"):
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(dst.bn, name).copy_(getattr(src.bn, name)[:cout])
+        dst.bn.num_batches_tracked.copy_(src.bn.num_batches_tracked)
+
+
+@torch.no_grad()
+def export_child(net: DMaskingSupernet, choices: list[int]) -> nn.Module:
+    """The child network of ``choices`` (an :class:`fbnas.nn.model.FBNetModel` of ``space.to_spec``) holding
+    the first channels of the supernet's shared weights: what the masked supernet computes at one-hot weights."""
+    from fbnas.nn.model import FBNetModel
+
+    sp = net.space
+    val = [g.values[int(c)] for g, c in zip(sp.choices, choices, strict=True)]
+    child = FBNetModel(sp.to_spec(choices), net.num_classes)
+    feats = list(child.features)
+    _copy_conv_bn(feats[0], net.stem, val[sp.STEM], None)
+    for b, block, dst in zip(sp.blocks, net.blocks, feats[1:-1], strict=True):
+        cin, mid, cout = val[b.in_group], val[b.e_group], val[b.out_group]
+        _copy_conv_bn(dst.pw, block.pw, mid, cin)
+        _copy_conv_bn(dst.dw, block.dw, mid, None)
+        if b.se:
+            se_mid = b.se_hidden[sp.choices[b.e_group].values.index(mid)]
+            dst.se.reduce.weight.copy_(block.se_reduce.weight[:se_mid, :mid])
+            dst.se.reduce.bias.copy_(block.se_reduce.bias[:se_mid])
+            dst.se.expand.weight.copy_(block.se_expand.weight[:mid, :se_mid])
+            dst.se.expand.bias.copy_(block.se_expand.bias[:mid])
+        _copy_conv_bn(dst.pwl, block.pwl, cout, mid)
+    _copy_conv_bn(feats[-1], net.last, sp.last_c, val[sp.blocks[-1].out_group])
+    child.head.fc.load_state_dict(net.head.fc.state_dict())
+    return child
 
 
 class EffectiveCostModel:
