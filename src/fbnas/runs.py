@@ -81,18 +81,47 @@ class RunFolder:
         return self.file(self.RESULT).exists()
 
     # ---- life cycle ---------------------------------------------------------------------------------
-    def prepare(self, resume: bool) -> bool:
+    def prepare(self, resume: bool, overwrite: bool = False) -> bool:
         """Create the folder; returns whether a checkpoint will be resumed.
 
-        Refuses to start over a folder that already holds a run unless ``resume`` (no silent overwrite).
+        Refuses to start over a folder that already holds a run (a checkpoint or a result) unless ``resume``
+        continues it or ``overwrite`` replaces it. The replaced run is moved aside (one atomic rename) and
+        deleted only once the new run has written its first checkpoint; :meth:`restore_replaced` puts it back
+        when the new run fails before that.
         """
         if self.path.exists() and not self.path.is_dir():
             raise FbnasError(f"{self.path}: exists and is not a folder; choose another --out")
-        if self.has_checkpoint and not resume:
-            raise FbnasError(f"{self.path}: run folder already has {self.CHECKPOINT}; pass --resume to continue "
-                             "it or choose another --out")
+        if resume and overwrite:
+            raise FbnasError("--resume and --overwrite exclude each other")
+        holds_run = self.has_checkpoint or self.is_finished
+        if holds_run and not resume:
+            if not overwrite:
+                what = self.CHECKPOINT if self.has_checkpoint else self.RESULT
+                raise FbnasError(f"{self.path}: run folder already has {what}; pass --resume to continue it, "
+                                 "--overwrite to replace it, or choose another --out")
+            aside = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}-{int(time.time())}")
+            os.replace(self.path, aside)
+            self._replaced = aside
         self.path.mkdir(parents=True, exist_ok=True)
         return self.has_checkpoint and resume
+
+    def _drop_replaced(self) -> None:
+        aside = getattr(self, "_replaced", None)
+        if aside is not None:
+            import shutil
+
+            shutil.rmtree(aside, ignore_errors=True)
+            self._replaced = None
+
+    def restore_replaced(self) -> None:
+        """Put back the run that ``--overwrite`` moved aside (the new run failed before its first checkpoint)."""
+        aside = getattr(self, "_replaced", None)
+        if aside is not None and aside.exists():
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
+            os.replace(aside, self.path)
+            self._replaced = None
 
     def start(self, config: dict[str, Any], seed: int | None = None, resumed: bool = False) -> None:
         """Write (or, on resume, update) the manifest; write config.json on a fresh start."""
@@ -162,7 +191,9 @@ class RunFolder:
         return f"fbnas.{self.state_kind}/{SCHEMA_VERSION}"
 
     def save_checkpoint(self, state: dict[str, Any]) -> Path:
-        return atomic_torch_save(self.file(self.CHECKPOINT), {"schema": self.schema(), **state})
+        path = atomic_torch_save(self.file(self.CHECKPOINT), {"schema": self.schema(), **state})
+        self._drop_replaced()  # the new run now has what the replaced one had: a checkpoint
+        return path
 
     def load_checkpoint(self) -> dict[str, Any]:
         return load_checkpoint_file(self.file(self.CHECKPOINT), self.state_kind)

@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
         sp.add_argument("--out", required=True, help="run folder (checkpoints, history, plots, result.json)")
         sp.add_argument("--preset", default=None, help="named preset inside the config, e.g. quick")
         sp.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+        sp.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --out (kept until the new run has written its first checkpoint)")
         sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. --set loss.form=none (repeatable)")
         sp.set_defaults(func=lambda args, s=strategy: run(s, args))
@@ -31,7 +33,7 @@ def run(strategy, args) -> int:
     if args.resume:
         cfg = saved_config(strategy, args.out) or cfg  # the run's own resolved config wins
     result = run_search(strategy, cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True),
-                        source=str(args.config))
+                        source=str(args.config), overwrite=args.overwrite)
     print(strategy.format_result(result))
     print(f"result: {RunFolder(args.out).file(RunFolder.RESULT)}")
     return 0

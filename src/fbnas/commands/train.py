@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="DIR",
                    help="continue the run in DIR (or --out) from its checkpoint, bit-exactly")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (kept until the new run has written its first checkpoint)")
     p.add_argument("--recipe", default=None, help="recipe file (YAML); command-line options override it")
     p.add_argument("--val-ratio", type=float, default=0.0, help="hold out this part of the training set")
     for flag, field, typ in RECIPE_OPTIONS:
@@ -81,7 +83,8 @@ def run(args) -> int:
     try:
         result = train(spec, recipe, args.data, out, data_dir=args.data_dir, resume=bool(args.resume),
                        val_ratio=args.val_ratio, progress=not args.no_progress, limit_train=args.limit_train,
-                       limit_test=args.limit_test, image_size=args.image_size, step_delay=args.step_delay)
+                       limit_test=args.limit_test, image_size=args.image_size, step_delay=args.step_delay,
+                       overwrite=args.overwrite)
     except TrainingInterrupted as e:
         print(f"fbnas: {e}", file=sys.stderr)
         return 130

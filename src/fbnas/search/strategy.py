@@ -68,14 +68,24 @@ def get_strategy(name: str) -> Strategy:
 
 def run_search(strategy: Strategy, cfg: SearchConfig, out: str | Path, resume: bool = False,
                log: Callable[[str], Any] = print, stop_after_epoch: int | None = None,
-               source: str = "config") -> dict[str, Any]:
+               source: str = "config", overwrite: bool = False) -> dict[str, Any]:
     """Run (or resume) ``strategy`` with the validated ``cfg`` in the run folder ``out``; returns result.json's
-    document (empty when ``stop_after_epoch`` ended the work early)."""
+    document (empty when ``stop_after_epoch`` ended the work early). ``overwrite`` replaces a run already there
+    (kept until the new run's first checkpoint)."""
+    folder = RunFolder(out, "search")
+    resuming = folder.prepare(resume, overwrite)
+    try:
+        return _search(strategy, cfg, folder, resuming, log, stop_after_epoch, source)
+    except BaseException:
+        folder.restore_replaced()
+        raise
+
+
+def _search(strategy: Strategy, cfg: SearchConfig, folder: RunFolder, resuming: bool, log: Callable[[str], Any],
+            stop_after_epoch: int | None, source: str) -> dict[str, Any]:
     from fbnas.runtime import set_threads
     from fbnas.seeding import seed_everything
 
-    folder = RunFolder(out, "search")
-    resuming = folder.prepare(resume)
     resolved = cfg.to_dict()
     if resuming:
         saved = folder.read_config()

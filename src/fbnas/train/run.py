@@ -116,8 +116,8 @@ class Progress(Callback):
 
 def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path, data_dir: str | Path | None = None,
           resume: bool = False, val_ratio: float = 0.0, progress: bool = True, *, limit_train: int | None = None,
-          limit_test: int | None = None, image_size: int | None = None, step_delay: float = 0.0
-          ) -> dict[str, Any]:
+          limit_test: int | None = None, image_size: int | None = None, step_delay: float = 0.0,
+          overwrite: bool = False) -> dict[str, Any]:
     """Train ``spec`` (zoo name, spec file, dict or ArchSpec) on ``data_name`` with ``recipe``; return final metrics.
 
     The run folder ``out_dir`` gets manifest.json, config.json, metrics.jsonl (one line per epoch),
@@ -156,9 +156,8 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     else:
         recipe = recipe if recipe is not None else Recipe()
         arch = resolve_arch(spec)
-        if folder.has_checkpoint:
-            raise FbnasError(f"{folder.path}: run folder already has {folder.CHECKPOINT}; pass --resume to continue "
-                             "it or choose another --out")
+        if (folder.has_checkpoint or folder.is_finished) and not overwrite:
+            folder.prepare(resume=False)  # the one-line refusal, before any work
 
     set_threads(recipe.threads)
     data = load_training_data(data_name, None if data_dir is None else str(data_dir), val_ratio=val_ratio,
@@ -180,10 +179,22 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
             print(f"fbnas: note: resuming with {torch.get_num_threads()} threads, the run used "
                   f"{state.get('threads')}; weights may differ from an uninterrupted run", file=sys.stderr)
         history = list(state.get("history") or folder.read_metrics())[:run_state.position.epoch]
-    folder.prepare(resume=state is not None)
+    folder.prepare(resume=state is not None, overwrite=overwrite)
+    try:
+        return _run(folder, arch, recipe, data, (loader, evals), run_state, history, state is not None, progress,
+                    step_delay)
+    except BaseException:
+        folder.restore_replaced()
+        raise
+
+
+def _run(folder: RunFolder, arch, recipe: Recipe, data, loaders, run_state: Fit, history: list[dict[str, Any]],
+         resumed: bool, progress: bool, step_delay: float) -> dict[str, Any]:
+    """The run itself, once the folder is ready: manifest and config, fit() with checkpoints, result.json."""
     config = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": data.info, "threads": torch.get_num_threads()}
-    folder.start(config, seed=recipe.seed, resumed=state is not None)
+    folder.start(config, seed=recipe.seed, resumed=resumed)
     folder.write_metrics(history)
+    (loader, evals), num_classes, model = loaders, data.num_classes, run_state.model
 
     extra = {"arch": arch.to_dict(), "num_classes": num_classes, "recipe": recipe.to_dict(), "data": data.info}
     callbacks: list[Callback] = [Checkpoints(folder, extra, history)]
@@ -199,7 +210,7 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
 
     last = history[-1] if history else {}
     result = {
-        "arch": arch.name, "data": data_name, "epochs": recipe.epochs, "out": str(folder.path),
+        "arch": arch.name, "data": data.info["name"], "epochs": recipe.epochs, "out": str(folder.path),
         "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),
         "val_acc": last.get("val_acc"), "train_acc": last.get("train_acc"), "train_loss": last.get("train_loss"),
         "images_per_s": last.get("images_per_s"), "wall_s": last.get("elapsed_s"),
