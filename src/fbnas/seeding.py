@@ -1,13 +1,11 @@
 """One place for randomness: seeds, keyed generators and the process RNG state of checkpoints.
 
 Every random draw of a run is keyed, never taken from a shared global stream, so a resumed run, another DDP
-rank or a trial in another process draws the same values:
-
-* :func:`derive_seed` ``(seed, *names)``: named draws (data order per epoch, augmentation per batch, splits,
-  weight init) hash their key with BLAKE2b;
-* :func:`step_seed` ``(seed, step, stream)``: the per-step draws of a search (architecture samples) use a
-  linear key, so that a step's seed is cheap to compute and identical on every rank;
-* :data:`STREAMS` names the streams, so two kinds of draws never share a key.
+rank or a trial in another process draws the same values. There is one derivation: :func:`derive_seed` hashes
+the key (the run's seed and the draw's names and numbers: ``(seed, epoch, "split")``, ``(seed, step,
+stream)``) with BLAKE2b. :func:`step_generator` is the key ``(seed, step, stream)`` of a search's per-step
+draws (architecture samples), with the streams named in :data:`STREAMS` so that two kinds of draws never
+share a key.
 
 The global torch / numpy / python states are still seeded (:func:`seed_everything`) for library code that
 draws from them, and saved in checkpoints as tensors and plain data (:func:`rng_state`), which
@@ -39,7 +37,7 @@ def derive_seed(*parts: int | str) -> int:
 
 def step_seed(seed: int, step: int, stream: int = 0) -> int:
     """The seed of draw ``step`` in ``stream`` of a run seeded ``seed``."""
-    return (int(seed) * 1_000_003 + int(step) * 9_176 + int(stream) * 7_919) % (2**63 - 1)
+    return derive_seed(int(seed), "step", int(step), int(stream))
 
 
 def make_generator(*parts: int | str) -> torch.Generator:
@@ -53,16 +51,7 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """A CPU torch generator seeded from :func:`step_seed`: reproducible and identical on every rank."""
     import torch
 
-    g = torch.Generator()
-    g.manual_seed(step_seed(seed, step, stream))
-    return g
-
-
-def seeded_generator(seed: int) -> torch.Generator:
-    """A CPU torch generator seeded with ``seed`` itself (the data subset of a search)."""
-    import torch
-
-    return torch.Generator().manual_seed(int(seed))
+    return torch.Generator().manual_seed(step_seed(seed, step, stream))
 
 
 def numpy_rng(seed: int) -> np.random.Generator:

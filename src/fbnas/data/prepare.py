@@ -15,7 +15,7 @@ import torch
 from fbnas.data.datasets import ImageTensors, load_dataset
 from fbnas.data.loader import AugmentConfig, BatchLoader, split_indices
 from fbnas.errors import FbnasError
-from fbnas.seeding import seeded_generator
+from fbnas.seeding import make_generator
 
 EVAL_BATCH_SIZE = 1000
 
@@ -88,7 +88,7 @@ class TensorBatches:
         return len(self.labels) // self.batch_size
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = seeded_generator(self.seed * 7_919 + self.epoch)
+        g = make_generator(self.seed, self.epoch, "synthetic order")
         order = torch.randperm(len(self.labels), generator=g)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
@@ -100,7 +100,7 @@ class TensorBatches:
 
 def synthetic_data(n: int, in_channels: int, size: int, num_classes: int = 10, seed: int = 0):
     """Learnable random images: each class adds its own fixed pattern to Gaussian noise (tests, dev)."""
-    g = seeded_generator(seed)
+    g = make_generator(seed, "synthetic data")
     patterns = torch.randn(num_classes, in_channels, size, size, generator=g)
     labels = torch.randint(0, num_classes, (n,), generator=g)
     images = torch.randn(n, in_channels, size, size, generator=g) + 1.5 * patterns[labels]
@@ -121,7 +121,7 @@ def search_loaders(name: str, data_dir: str | None, *, subset: int | None, theta
     if name == "synthetic":
         n = subset or 512
         images, labels, num_classes = synthetic_data(n, in_channels, input_size, seed=seed)
-        perm = torch.randperm(n, generator=seeded_generator(seed))
+        perm = torch.randperm(n, generator=make_generator(seed, "synthetic split"))
         n_theta = max(batch_size, int(round(n * theta_split)))
         t_idx, w_idx = perm[:n_theta], perm[n_theta:]
         out = SearchData(TensorBatches(images[w_idx], labels[w_idx], batch_size, seed, channels_last),
@@ -134,8 +134,8 @@ def search_loaders(name: str, data_dir: str | None, *, subset: int | None, theta
                              f"{tuple(data.images.shape[1:])}, the space expects {in_channels}x{input_size}x"
                              f"{input_size}")
         n = len(data.labels)
-        subset_idx = (torch.randperm(n, generator=seeded_generator(seed))[:subset] if subset is not None and subset < n
-                      else torch.arange(n))
+        subset_idx = (torch.randperm(n, generator=make_generator(seed, "subset"))[:subset]
+                      if subset is not None and subset < n else torch.arange(n))
         w_pos, t_pos = split_indices(len(subset_idx), theta_split, seed)
         w_idx = subset_idx[torch.as_tensor(w_pos, dtype=torch.long)]
         t_idx = subset_idx[torch.as_tensor(t_pos, dtype=torch.long)]
