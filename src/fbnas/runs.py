@@ -8,7 +8,7 @@
     DIR/checkpoint.pt    everything needed to continue; tensors and plain data only, tagged with its kind
     DIR/result.json      the outcome (a search's architecture as a named sample and as an arch spec)
     DIR/plots/           figures
-    DIR/trials/<id>/     a run folder per trial of a search
+    DIR/trials/<id>/     a run folder per trial of a search (or per training run of a pipeline)
 
 Every file is written atomically (:mod:`fbnas.io`). Checkpoints load with ``torch.load(weights_only=True)``,
 so opening a run never unpickles code; the ``schema`` tag names the kind and version of the state inside.
@@ -28,7 +28,7 @@ from typing import Any
 from fbnas.errors import FbnasError
 from fbnas.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
 
-KINDS = ("train", "search", "trial")
+KINDS = ("train", "search", "trial", "pipeline")
 SCHEMA_VERSION = 1
 
 
@@ -69,8 +69,8 @@ class RunFolder:
     def plot(self, name: str) -> Path:
         return self.path / self.PLOTS / name
 
-    def trial(self, trial_id: str) -> RunFolder:
-        return RunFolder(self.path / self.TRIALS / str(trial_id), "trial")
+    def trial(self, trial_id: str, kind: str = "trial") -> RunFolder:
+        return RunFolder(self.path / self.TRIALS / str(trial_id), kind)
 
     @property
     def has_checkpoint(self) -> bool:
@@ -79,6 +79,12 @@ class RunFolder:
     @property
     def is_finished(self) -> bool:
         return self.file(self.RESULT).exists()
+
+    @property
+    def holds_run(self) -> bool:
+        """A checkpoint or a result; for a pipeline (whose stages live in sub-folders), a started manifest."""
+        started = self.kind == "pipeline" and self.file(self.MANIFEST).exists()
+        return self.has_checkpoint or self.is_finished or started
 
     # ---- life cycle ---------------------------------------------------------------------------------
     def prepare(self, resume: bool, overwrite: bool = False) -> bool:
@@ -93,17 +99,16 @@ class RunFolder:
             raise FbnasError(f"{self.path}: exists and is not a folder; choose another --out")
         if resume and overwrite:
             raise FbnasError("--resume and --overwrite exclude each other")
-        holds_run = self.has_checkpoint or self.is_finished
-        if holds_run and not resume:
+        if self.holds_run and not resume:
             if not overwrite:
-                what = self.CHECKPOINT if self.has_checkpoint else self.RESULT
+                what = self.CHECKPOINT if self.has_checkpoint else (self.RESULT if self.is_finished else "a run")
                 raise FbnasError(f"{self.path}: run folder already has {what}; pass --resume to continue it, "
                                  "--overwrite to replace it, or choose another --out")
             aside = self.path.with_name(f".{self.path.name}.replaced-{os.getpid()}-{int(time.time())}")
             os.replace(self.path, aside)
             self._replaced = aside
         self.path.mkdir(parents=True, exist_ok=True)
-        return self.has_checkpoint and resume
+        return self.holds_run and resume
 
     def _drop_replaced(self) -> None:
         aside = getattr(self, "_replaced", None)

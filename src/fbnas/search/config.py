@@ -7,9 +7,9 @@ the searches use them.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fbnas.config import StrictModel
 from fbnas.search.loss import LossConfig
@@ -70,6 +70,56 @@ class ResultSection(StrictModel):
     samples: Annotated[int, Field(ge=0)] = 6  # architectures sampled from the learned distribution
 
 
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+
+
+class Constraints(StrictModel):
+    """Hard caps on the found and the sampled architectures (each an upper bound; None: no cap)."""
+
+    latency_ms: PositiveFloat | None = None  # latency-table ms (needs lut.path)
+    macs: PositiveFloat | None = None  # millions of multiply-adds, counted analytically
+    params: PositiveFloat | None = None  # millions of conv/linear weights
+
+    def active(self) -> dict[str, float]:
+        return {k: v for k, v in self.to_dict().items() if v is not None}
+
+
+class RetrainSection(StrictModel):
+    """How ``fbnas run`` retrains the found architecture, the sampled ones and the baseline (one recipe)."""
+
+    epochs: PositiveInt = 10
+    recipe: dict[str, Any] = {}  # fbnas.train.Recipe fields over the default recipe
+    limit_train: PositiveInt | None = None  # train on the first N training images (None: all)
+    samples: NonNegativeInt = 0  # also retrain this many architectures sampled from the learned distribution
+
+    @field_validator("recipe")
+    @classmethod
+    def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from fbnas.train.recipe import Recipe, RecipeError
+
+        try:
+            Recipe.from_dict({**v, "epochs": v.get("epochs", 1)}, "recipe")
+        except RecipeError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+
+class BaselineSection(StrictModel):
+    """The random baseline of ``fbnas run``: architectures of the searched space with the found one's cost."""
+
+    num: NonNegativeInt = 5  # random architectures trained like the found one
+    tolerance: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05  # relative window around the found one's cost
+    seed: NonNegativeInt = 0  # of the random draws
+
+
+class PipelineSection(StrictModel):
+    """What ``fbnas run`` does after the search (``fbnas search`` ignores this section)."""
+
+    retrain: RetrainSection = RetrainSection()
+    baseline: BaselineSection = BaselineSection()
+    latency_rounds: PositiveInt = 15  # interleaved timing rounds of every trained network
+
+
 class SearchConfig(StrictModel):
     seed: Annotated[int, Field(ge=0)] = 0
     threads: PositiveInt | None = None  # torch threads (None: leave torch's default)
@@ -80,11 +130,15 @@ class SearchConfig(StrictModel):
     loss: LossConfig = LossConfig()
     lut: LutSection = LutSection()
     result: ResultSection = ResultSection()
+    constraints: Constraints = Constraints()
+    pipeline: PipelineSection = PipelineSection()
 
     @model_validator(mode="after")
     def _latency_needs_a_table(self) -> SearchConfig:
         if self.loss.cost == "latency" and not self.lut.path:
             raise ValueError("lut.path: loss.cost 'latency' needs a latency table path (or use loss.cost macs/params)")
+        if self.constraints.latency_ms is not None and not self.lut.path:
+            raise ValueError("lut.path: constraints.latency_ms needs a latency table path")
         return self
 
 

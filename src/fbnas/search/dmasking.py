@@ -13,7 +13,7 @@ loss forms, run folder, checkpoint/resume and Gumbel streams are the shared ones
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -33,7 +33,7 @@ from fbnas.search.config import (
 from fbnas.search.history import choices_probability
 from fbnas.search.loss import CostKind, LossConfig, LossForm, Penalty, PositiveFloat
 from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
-from fbnas.search.results import describe_arch, sampled_archs
+from fbnas.search.results import caps_for, describe_arch, sampled_archs
 from fbnas.search.strategy import register_strategy
 from fbnas.space.masking import MaskingSpace, parse_space
 
@@ -75,6 +75,7 @@ class DMaskingLoss(LossConfig):
 
 
 class DMaskingConfig(SearchConfig):
+    strategy: Literal["dmasking"] = "dmasking"
     space: dict[str, Any] = DEFAULT_SPACE  # a masking space mapping (docs/dmasking.md), or a shipped space name
     supernet: DMaskingSupernetSection = DMaskingSupernetSection()
     data: DMaskingData = DMaskingData()
@@ -122,6 +123,8 @@ class DMasking:
                       else EffectiveCostModel(net, cfg.loss.cost))
         lo, hi = cost_model.min_max()
         cfg.loss.check_cost_range(lo, f"{source}: loss")
+        if cfg.constraints.active():
+            caps_for(space, cfg.constraints.active(), data.num_classes, lut)  # one line: masked costs do not add up
         target = cfg.loss.target
         if cfg.loss.form == "target" and target is not None and not lo <= target <= hi:
             log(f"warning: loss.target {target} {cost_model.unit} is outside the space's range "

@@ -21,10 +21,11 @@ from fbnas.cost.terms import TermCostModel
 from fbnas.errors import FbnasError
 from fbnas.runs import RunFolder
 from fbnas.search.alternating import run_alternating
+from fbnas.search.caps import Cap, check_feasible
 from fbnas.search.common import cost_model_for, gumbel_update, load_latency_table, search_data
 from fbnas.search.config import SearchConfig, SupernetMode
 from fbnas.search.history import choices_probability, distribution_summary
-from fbnas.search.results import describe_arch, sampled_archs
+from fbnas.search.results import best_choices, caps_for, describe_arch, sampled_archs
 from fbnas.search.strategy import register_strategy
 from fbnas.search.supernet import Supernet
 from fbnas.space.layerwise import LayerwiseSpace
@@ -44,6 +45,7 @@ class DnasSupernet(StrictModel):
 
 
 class DnasConfig(SearchConfig):
+    strategy: Literal["dnas"] = "dnas"
     space: DnasSpace = DnasSpace()
     supernet: DnasSupernet = DnasSupernet()
 
@@ -78,6 +80,8 @@ class Dnas:
         lut = load_latency_table(cfg, space, data.num_classes, log)
         cost_model = cost_model_for(cfg, space, data.num_classes, lut)
         cfg.loss.check_cost_range(cost_model.min_max()[0], f"{source}: loss")
+        caps = caps_for(space, cfg.constraints.active(), data.num_classes, lut)
+        check_feasible(caps)  # before any training: a cap the space cannot meet is one line
         net = Supernet(space, data.num_classes, mode=cfg.supernet.mode, noise=cfg.supernet.noise)
         if cfg.data.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -87,29 +91,38 @@ class Dnas:
                                   space.dim_names, labels, log, stop_after_epoch)
         if history is None:
             return None
-        return build_result(net, space, cfg, cost_model, lut, data.num_classes, history)
+        return build_result(net, space, cfg, cost_model, lut, data.num_classes, history, caps)
 
     def format_result(self, result: dict[str, Any]) -> str:
         return format_result(result)
 
 
 def build_result(net: Supernet, space: LayerwiseSpace, cfg: DnasConfig, cost_model: TermCostModel, lut,
-                 num_classes: int, history: list[dict]) -> dict:
-    """result.json: the argmax architecture (``sample`` and ``arch``) and ``samples`` drawn from P_theta (eq. 6)."""
+                 num_classes: int, history: list[dict], caps: list[Cap] | None = None) -> dict:
+    """result.json: the most probable architecture (``sample`` and ``arch``; under the caps when there are any)
+    and ``samples`` drawn from P_theta (eq. 6), restricted to the caps."""
     probs = net.probabilities()
     latency_fn = (lambda spec: lut.predict(spec).total_ms) if lut is not None else None
-    choices = net.argmax_choices()
+    caps = caps or []
+    choices = best_choices(probs, caps) if caps else net.argmax_choices()
     best = describe_arch(space, choices, num_classes, "dnas_argmax", latency_fn)
     best["probability"] = choices_probability(probs, choices)
     best_cost = cost_model.of_choices(choices)
+    extra = {}
+    if caps:
+        extra["constraints"] = {c.name: {"limit": c.limit, "value": c.of(choices), "unit": c.unit} for c in caps}
+        free = net.argmax_choices()
+        extra["unconstrained"] = {"choices": free, "choice_names": space.choice_names(free),
+                                  **{c.name: c.of(free) for c in caps}}
     return {
         "strategy": "dnas",
         **best,
         "cost": {"kind": cost_model.kind, "unit": cost_model.unit, "value": best_cost},
+        **extra,
         "num_classes": num_classes,
         "space": cfg.space.to_dict(),
         "samples": sampled_archs(space, probs, cfg.result.samples, cfg.seed, num_classes, "dnas", cost_model,
-                                 latency_fn),
+                                 latency_fn, caps),
         "probs": [p.tolist() for p in probs],
         "distribution": distribution_summary(probs),
         "epochs": len(history),
@@ -132,6 +145,9 @@ def format_result(result: dict) -> str:
     lines.append(f"predicted latency: {lat_s}")
     lines.append(f"MACs: {result['macs'] / 1e6:.3f} M   params: {result['params'] / 1e6:.3f} M")
     lines.append(f"search cost ({result['cost']['kind']}): {result['cost']['value']:.3f} {result['cost']['unit']}")
+    for name, c in (result.get("constraints") or {}).items():
+        lines.append(f"cap {name}: {c['value']:.4g} <= {c['limit']:g} {c['unit']} (most probable architecture that "
+                     "meets every cap)")
     if dist is not None and dist["near_uniform"]:
         lines.append(f"note: P_theta is still close to uniform (mean entropy {dist['mean_normalized_entropy']:.3f} "
                      "of the maximum): the argmax is nearly a random pick at this cost; search longer or on more "
