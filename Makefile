@@ -1,4 +1,4 @@
-# fbnas: set-up and main jobs. `make search` runs the main job (quick DNAS search on Fashion-MNIST);
+# fbnas: set-up and main jobs. `make search` runs the main job (the quick search-to-report pipeline);
 # `make test` runs the tests; `make demo` trains, profiles and exports a small model.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -30,9 +30,10 @@ demo: setup data
 	$(FBNAS) profile $(OUT)/demo/checkpoint.pt
 	$(FBNAS) export $(OUT)/demo/checkpoint.pt --format onnx --out $(OUT)/demo/model.onnx
 
-# main job: the quick FBNetV1 DNAS search on Fashion-MNIST (resumable: run it again after Ctrl-C)
+# main job: the quick pipeline on Fashion-MNIST: FBNetV1 DNAS search, retraining, a latency-matched random
+# baseline, ONNX export and a report (resumable: run it again after Ctrl-C)
 search: setup data
-	$(FBNAS) search dnas --config configs/dnas_fashion_mnist.yaml --preset quick --out $(OUT)/search --resume
+	$(FBNAS) run --config configs/dnas_fashion_mnist.yaml --preset quick --out $(OUT)/search --resume
 
 test: setup data
 	$(PY) -m pytest -q

@@ -22,7 +22,7 @@ def _write(tmp_path, data) -> str:
 
 def test_shipped_config_and_quick_preset_resolve():
     full = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig)
-    quick = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig, "quick")
+    quick = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig, "paper")  # the paper's setting, small
     assert full.loss.alpha == 0.2 and full.loss.beta == 0.6 and full.theta_optimizer.weight_decay == 5e-4
     # theta lr: the paper's 0.01 on the quick preset (the latency-term check), 0.1 on the short full search
     assert quick.theta_optimizer.lr == 0.01 and full.theta_optimizer.lr == 0.1
@@ -36,9 +36,13 @@ def test_shipped_config_and_quick_preset_resolve():
     assert abs(full_last / paper_last - 1) < 0.1
     assert quick.schedule.epochs < fs.epochs and quick.data.subset < full.data.subset
     assert quick.space.in_channels == 1
-    # the quick preset keeps the paper's loss (the latency-term check); the full search aims at a budget
+    # the paper preset keeps the paper's loss (the latency-term check); the full search aims at a budget
     assert quick.loss.form == "paper" and quick.loss.target is None
     assert full.loss.form == "target" and full.loss.target is not None and full.loss.target > 0
+    # the quick preset (make search) decides its distribution and guarantees its latency
+    fast = load_config("configs/dnas_fashion_mnist.yaml", DnasConfig, "quick")
+    assert fast.constraints.latency_ms == fast.loss.target and fast.theta_optimizer.lr >= 0.1
+    assert fast.schedule.tau0 * math.exp(-fast.schedule.tau_decay * (fast.schedule.epochs - 2)) < 1.0
 
 
 @pytest.mark.parametrize("override, field", [

@@ -18,7 +18,7 @@ import torch
 
 from fbnas.errors import DataError
 
-DATASETS = ("fashion-mnist", "cifar10", "imagefolder")
+DATASETS = ("fashion-mnist", "cifar10", "imagefolder", "synthetic")
 DEFAULT_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 # per-channel statistics of the training sets (in [0, 1] units); the test split is normalized with these too
 FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
@@ -81,6 +81,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train: bo
       /usr/share/datasets/fashion-mnist.
     - ``cifar10``: the python-pickle batch folder (``data_batch_1..5``, ``test_batch``).
     - ``imagefolder``: ``data_dir/{train,test|val}/<class>/*.png``; images resized to ``image_size`` (default 32).
+    - ``synthetic``: 2048 / 512 generated one-channel images of ``image_size`` (default 28), each class a fixed
+      pattern over noise: learnable in a few steps, for tests and examples that must not need a download.
 
     Raises :class:`DataError` naming the file or folder when something is missing, truncated or inconsistent.
     """
@@ -90,7 +92,23 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train: bo
         return _load_cifar10(_required_dir(name, data_dir), train)
     if name == "imagefolder":
         return _load_imagefolder(_required_dir(name, data_dir), train, image_size or 32)
+    if name == "synthetic":
+        return synthetic_dataset(train, image_size or 28)
     raise DataError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+
+
+def synthetic_dataset(train: bool, size: int = 28, num_classes: int = 10) -> ImageTensors:
+    """Deterministic uint8 images: class k adds its own fixed pattern (drawn once) to uniform noise."""
+    from fbnas.seeding import make_generator
+
+    patterns = torch.rand(num_classes, 1, size, size, generator=make_generator(0, "synthetic patterns")) > 0.7
+    g = make_generator(0, "synthetic", "train" if train else "test")
+    n = 2048 if train else 512
+    labels = torch.randint(0, num_classes, (n,), generator=g)
+    noise = torch.randint(0, 110, (n, 1, size, size), generator=g, dtype=torch.int64)
+    images = (noise + 120 * patterns[labels].to(torch.int64)).clamp_(0, 255).to(torch.uint8)
+    return ImageTensors(images, labels, num_classes, (0.3,), (0.25,), "synthetic",
+                        tuple(f"pattern{k}" for k in range(num_classes)))
 
 
 # ---- folders ---------------------------------------------------------------------------------------

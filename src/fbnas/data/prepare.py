@@ -7,7 +7,6 @@ a trial in another process sees the same batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +55,8 @@ def load_training_data(name: str, data_dir: str | None = None, *, val_ratio: flo
     """
     if not 0.0 <= val_ratio < 1.0:
         raise FbnasError(f"--val-ratio must be in [0, 1), got {val_ratio}")
+    if name == "synthetic" and image_size is None:
+        image_size = input_size  # generated at the architecture's size
     train_set = load_dataset(name, data_dir, train=True, image_size=image_size).subset(limit_train)
     test_set = load_dataset(name, data_dir, train=False, image_size=image_size).subset(limit_test)
     test_set.mean, test_set.std = train_set.mean, train_set.std
@@ -72,45 +73,10 @@ def load_training_data(name: str, data_dir: str | None = None, *, val_ratio: flo
 
 
 # ---- searches ---------------------------------------------------------------------------------------
-class TensorBatches:
-    """Seeded, epoch-keyed minibatches over in-memory normalized tensors (the ``synthetic`` dataset)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int,
-                 channels_last: bool) -> None:
-        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
-        self.channels_last = channels_last
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.labels) // self.batch_size
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = make_generator(self.seed, self.epoch, "synthetic order")
-        order = torch.randperm(len(self.labels), generator=g)
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images.index_select(0, idx)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels.index_select(0, idx)
-
-
-def synthetic_data(n: int, in_channels: int, size: int, num_classes: int = 10, seed: int = 0):
-    """Learnable random images: each class adds its own fixed pattern to Gaussian noise (tests, dev)."""
-    g = make_generator(seed, "synthetic data")
-    patterns = torch.randn(num_classes, in_channels, size, size, generator=g)
-    labels = torch.randint(0, num_classes, (n,), generator=g)
-    images = torch.randn(n, in_channels, size, size, generator=g) + 1.5 * patterns[labels]
-    return images, labels, num_classes
-
-
 @dataclass
 class SearchData:
-    weights: BatchLoader | TensorBatches  # trains the supernet's weights
-    arch: BatchLoader | TensorBatches  # trains the architecture parameters
+    weights: BatchLoader  # trains the supernet's weights
+    arch: BatchLoader  # trains the architecture parameters
     num_classes: int
 
 
@@ -118,33 +84,25 @@ def search_loaders(name: str, data_dir: str | None, *, subset: int | None, theta
                    seed: int, augment: bool, channels_last: bool, in_channels: int, input_size: int,
                    source: str = "config") -> SearchData:
     """The weight and architecture splits of a search, deterministic in (seed, epoch); both must hold a batch."""
-    if name == "synthetic":
-        n = subset or 512
-        images, labels, num_classes = synthetic_data(n, in_channels, input_size, seed=seed)
-        perm = torch.randperm(n, generator=make_generator(seed, "synthetic split"))
-        n_theta = max(batch_size, int(round(n * theta_split)))
-        t_idx, w_idx = perm[:n_theta], perm[n_theta:]
-        out = SearchData(TensorBatches(images[w_idx], labels[w_idx], batch_size, seed, channels_last),
-                         TensorBatches(images[t_idx], labels[t_idx], batch_size, seed + 1, channels_last),
-                         num_classes)
-    else:
-        data = load_dataset(name, data_dir=data_dir, train=True)
-        if data.images.shape[1] != in_channels or data.images.shape[-1] != input_size:
-            raise FbnasError(f"space.in_channels/space.input_size: the dataset {name!r} has images of "
-                             f"{tuple(data.images.shape[1:])}, the space expects {in_channels}x{input_size}x"
-                             f"{input_size}")
-        n = len(data.labels)
-        subset_idx = (torch.randperm(n, generator=make_generator(seed, "subset"))[:subset]
-                      if subset is not None and subset < n else torch.arange(n))
-        w_pos, t_pos = split_indices(len(subset_idx), theta_split, seed)
-        w_idx = subset_idx[torch.as_tensor(w_pos, dtype=torch.long)]
-        t_idx = subset_idx[torch.as_tensor(t_pos, dtype=torch.long)]
-        aug = AugmentConfig() if augment else None
-        out = SearchData(BatchLoader(data, indices=w_idx, batch_size=batch_size, shuffle=True, augment=aug, seed=seed,
-                                     channels_last=channels_last, drop_last=True),
-                         BatchLoader(data, indices=t_idx, batch_size=batch_size, shuffle=True, augment=None,
-                                     seed=seed + 1, channels_last=channels_last, drop_last=True),
-                         int(data.num_classes))
+    data = load_dataset(name, data_dir=data_dir, train=True, image_size=input_size if name == "synthetic" else None)
+    if data.images.shape[1] != in_channels or data.images.shape[-1] != input_size:
+        raise FbnasError(f"space.in_channels/space.input_size: the dataset {name!r} has images of "
+                         f"{tuple(data.images.shape[1:])}, the space expects {in_channels}x{input_size}x"
+                         f"{input_size}")
+    n = len(data.labels)
+    if subset is not None and subset > n:
+        raise FbnasError(f"{source}: data.subset: {subset} is more than the {n} training images of {name!r}")
+    subset_idx = (torch.randperm(n, generator=make_generator(seed, "subset"))[:subset]
+                  if subset is not None and subset < n else torch.arange(n))
+    w_pos, t_pos = split_indices(len(subset_idx), theta_split, seed)
+    w_idx = subset_idx[torch.as_tensor(w_pos, dtype=torch.long)]
+    t_idx = subset_idx[torch.as_tensor(t_pos, dtype=torch.long)]
+    aug = AugmentConfig() if augment else None
+    out = SearchData(BatchLoader(data, indices=w_idx, batch_size=batch_size, shuffle=True, augment=aug, seed=seed,
+                                 channels_last=channels_last, drop_last=True),
+                     BatchLoader(data, indices=t_idx, batch_size=batch_size, shuffle=True, augment=None,
+                                 seed=seed + 1, channels_last=channels_last, drop_last=True),
+                     int(data.num_classes))
     if len(out.weights) == 0 or len(out.arch) == 0:
         raise FbnasError(f"{source}: data.batch_size: {batch_size} is larger than a split ({len(out.weights)} "
                          f"weight / {len(out.arch)} theta batches); lower it or raise data.subset")
