@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from fbnas.arch.spec import ArchSpec, Block
-from fbnas.cost.formulas import ConvShape, total
+from fbnas.cost.formulas import ConvShape, pooled, total
 from fbnas.errors import SpecError
 from fbnas.nn.ops import resolve_op
 
@@ -23,6 +23,7 @@ class BlockCost:
     macs: int
     params: int  # conv/linear weights (papers' convention)
     params_total: int  # all trainable parameters, BN and biases included
+    pooled: int = 0  # elements entering the block's global average pools (SE, pooling heads)
 
 
 @dataclass
@@ -33,6 +34,12 @@ class CostReport:
     head_macs: int = 0
     head_params: int = 0
     head_params_total: int = 0
+    head_pooled: int = 0  # the classifier's global pool: last channels x last map size
+
+    @property
+    def pooled(self) -> int:
+        """Elements entering every global average pool: what mobile-vision's published MACs add to ours."""
+        return sum(b.pooled for b in self.blocks) + self.head_pooled
 
     @property
     def macs(self) -> int:
@@ -67,7 +74,8 @@ class CostReport:
 
     def to_dict(self) -> dict:
         return {"input_size": self.input_size, "num_classes": self.num_classes, "macs": self.macs,
-                "params": self.params, "params_total": self.params_total, "stages": self.per_stage(),
+                "params": self.params, "params_total": self.params_total, "pooled": self.pooled,
+                "stages": self.per_stage(),
                 "blocks": [asdict(b) for b in self.blocks]}
 
 
@@ -80,7 +88,7 @@ def block_cost(block: Block, basic_args: dict, h: int, w: int) -> BlockCost:
     shapes, ho, wo = block_shapes(block, basic_args, h, w)
     macs, params, params_total = total(shapes)
     return BlockCost(block.name, block.op, block.stage, block.in_channels, block.out_channels, block.stride,
-                     (h, w), (ho, wo), int(macs), int(params), int(params_total))
+                     (h, w), (ho, wo), int(macs), int(params), int(params_total), int(pooled(shapes)))
 
 
 def count(spec: ArchSpec, input_size: int | None = None, num_classes: int = 1000) -> CostReport:
@@ -95,7 +103,8 @@ def count(spec: ArchSpec, input_size: int | None = None, num_classes: int = 1000
         report.blocks.append(bc)
         h, w = bc.out_hw
     c = report.blocks[-1].out_channels
-    head = ConvShape(c, num_classes, 1, 1, 1, 1, bias=True, label="classifier")
+    head = ConvShape(c, num_classes, 1, 1, 1, 1, bias=bool(spec.head.get("bias", True)), label="classifier")
     report.head_macs, report.head_params = int(head.macs), int(head.params)
     report.head_params_total = int(head.params_total)
+    report.head_pooled = int(c * h * w)
     return report
