@@ -105,6 +105,8 @@ def spec_entries(spec: ArchSpec, num_classes: int = 1000, batch: int = 1, channe
     blocks = spec.expand()
     for i, b in enumerate(blocks):
         desc, h, w = block_desc(b, spec.basic_args, h, w, batch, channels_last)
+        if desc["params"].get("reinf"):  # input reinforcement: the entry depends on the network's input image
+            desc["image"] = [spec.in_channels, spec.input_size, spec.input_size]
         name = "stem" if i == 0 else b.name
         out.append(entry_from_desc(name, desc))
     out.append(entry_from_desc("classifier", classifier_desc(blocks[-1].out_channels, num_classes, h, w, batch,
