@@ -65,6 +65,29 @@ PUBLISHED: dict[str, Published] = {
     "fbnet_v3_c": _mv(556_969_904, 9_907_136, 80.83), "fbnet_v3_d": _mv(644_420_352, 10_237_552, 81.04),
     "fbnet_v3_e": _mv(762_046_336, 10_699_464, 81.25), "fbnet_v3_f": _mv(1_181_644_520, 13_803_072, 82.06),
     "fbnet_v3_g": _mv(2_129_656_384, 16_513_648, 82.79),
+    # seed 004's families: params exact, MACs (conv + linear) to the table's resolution; top-1 from the
+    # official READMEs / papers where the table gives one (shared/reference/published_numbers.md)
+    "ghostnet_050": Published("ghostnet", None, None, "not published"),
+    "ghostnet_100": _s004("ghostnet", 5_182_508, 141.2, top1=73.98),
+    "ghostnet_130": _s004("ghostnet", 7_358_820, 227.0),
+    "ghostnetv2_100": _s004("ghostnet", 6_156_908, 167.0, top1=75.3),
+    "ghostnetv2_130": _s004("ghostnet", 8_960_404, 269.3),
+    "ghostnetv2_160": _s004("ghostnet", 12_392_698, 398.6),
+    "efficientnet_b0": _s004("efficientnet", 5_288_548, 385.8, top1=77.1),
+    "efficientnet_b1": _s004("efficientnet", 7_794_184, 686.8),
+    "efficientnet_b2": _s004("efficientnet", 9_109_994, 993.6),
+    "efficientnet_b3": _s004("efficientnet", 12_233_232, 1827.1),
+    "efficientnet_b4": _s004("efficientnet", 19_341_616, 4393.8),
+    "efficientnet_b5": _s004("efficientnet", 30_389_784, 10266, macs_unit=1_000_000),
+    "efficientnet_b6": _s004("efficientnet", 43_040_704, 19068, macs_unit=1_000_000),
+    "efficientnet_b7": _s004("efficientnet", 66_347_960, 37746, macs_unit=1_000_000),
+    "efficientnetv2_s": _s004("efficientnet", 21_458_488, 8365.6, top1=83.9),
+    "espnetv2_s050": _s004("espnet", 1_241_332, 28.38, macs_unit=10_000, macs_with_fc=False, top1=57.7),
+    "espnetv2_s100": _s004("espnet", 1_670_072, 85.72, macs_unit=10_000, macs_with_fc=False, top1=66.1),
+    "espnetv2_s125": _s004("espnet", 1_965_440, 123.40, macs_unit=10_000, macs_with_fc=False, top1=67.9),
+    "espnetv2_s150": _s004("espnet", 2_314_856, 168.61, macs_unit=10_000, macs_with_fc=False, top1=69.2),
+    "espnetv2_s200": _s004("espnet", 3_498_136, 284.81, macs_unit=10_000, macs_with_fc=False, top1=72.1),
+    "espnet_c": _s004("espnet", 349_449, None, num_classes=20),  # p = 2, q = 8, 20 Cityscapes classes
 }
 
 

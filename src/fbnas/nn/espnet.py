@@ -16,6 +16,7 @@ Blocks that read the network's input image set ``takes_image`` and are called as
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from torch import nn
 
 from fbnas.cost.formulas import ConvShape, conv_out_size
 from fbnas.errors import SpecError
-from fbnas.nn.family import OpFamily, Param, register_family
+from fbnas.nn.family import FLAG, OpFamily, Param, register_family
 from fbnas.nn.layers import ACTIVATIONS, BNAct, ConvBNAct, drop_path, has_params, make_act
 
 REINF_HIDDEN = 3  # ESPNetV2's config_inp_reinf: the CBR of the input reinforcement has 3 channels
@@ -109,8 +110,8 @@ class ESPFamily(OpFamily):
     """``esp``: ESPNet's module; stride 2 is its down-sampler (3x3 strided reduction, no residual)."""
 
     name = "esp"
-    params = {"k": Param(5, _pos_int, "a positive integer"), "residual": Param(True, lambda v: isinstance(v, bool),
-                                                                               "true or false"), "act": ESP_ACT}
+    params = {"k": Param(5, _pos_int, "a positive integer"), "residual": Param(True, FLAG.check, FLAG.expect),
+              "act": ESP_ACT}
 
     def build(self, cin, cout, stride, p):
         return ESPModule(cin, cout, stride, p)
@@ -222,6 +223,12 @@ class EESPDownSampler(nn.Module):
         self.reinf = InputReinforcement(p["reinf"], cout, p["act"]) if p["reinf"] else None
         self.takes_image = self.reinf is not None
         self.act = make_act(p["act"], cout)
+        # parameters the official DownSampler holds but never uses (kept only so that sum(numel) matches it)
+        self.unused = nn.ModuleDict()
+        if p["unused_act"]:
+            self.unused["eesp_act"] = make_act(p["act"], cout - cin)
+        if p["unused_reinf"]:
+            self.unused["reinf"] = InputReinforcement(p["unused_reinf"], cout, p["act"])
 
     def forward(self, x: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
         y = torch.cat([self.pool(x), self.eesp(x)], dim=1)
@@ -233,11 +240,18 @@ class EESPDownSampler(nn.Module):
 
 
 class EESPDownFamily(OpFamily):
-    """``eesp_down``: ESPNetV2's down-sampler (stride 2); ``reinf`` = the input image's channels (0: none)."""
+    """``eesp_down``: ESPNetV2's down-sampler (stride 2); ``reinf`` = the input image's channels (0: none).
+
+    ``unused_act`` / ``unused_reinf`` (image channels) add parameters that the official definition creates and
+    never uses in its forward pass: the strided EESP's final PReLU (every down-sampler) and an input
+    reinforcement branch (the last down-sampler, called without the image). They change params, not the function
+    or the MACs; the zoo's ESPNetV2 models set them so that their parameter counts are the official ones.
+    """
 
     name = "eesp_down"
     params = {"k": Param(4, _pos_int, "a positive integer"), "r_lim": Param(9, _odd_at_least_3, "an odd integer >= 3"),
-              "reinf": REINF, "act": ESP_ACT}
+              "reinf": REINF, "act": ESP_ACT, "unused_act": FLAG, "unused_reinf": Param(0, _nonneg_int,
+                                                                                          "a non-negative integer")}
 
     def build(self, cin, cout, stride, p):
         if stride != 2:
@@ -251,6 +265,11 @@ class EESPDownFamily(OpFamily):
         if p["reinf"]:
             out += reinf_shapes(p["reinf"], cout, ho, wo, p["act"])
         out.append(ConvShape.norm(cout, ho, wo, bn=False, prelu=has_params(p["act"]), label="act"))
+        if p["unused_act"]:
+            out.append(ConvShape.norm(cout - cin, ho, wo, bn=False, prelu=has_params(p["act"]), label="unused.act"))
+        if p["unused_reinf"]:  # on a 0x0 map: its parameters without MACs, the branch never runs
+            out += [replace(s, h_out=0, w_out=0, label=f"unused.{s.label}")
+                    for s in reinf_shapes(p["unused_reinf"], cout, ho, wo, p["act"])]
         return out, ho, wo
 
 
