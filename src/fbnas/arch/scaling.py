@@ -1,12 +1,17 @@
 """Compound scaling of an arch spec (EfficientNet, arXiv 1905.11946, eq. 3).
 
 depth d = alpha^phi, width w = beta^phi, resolution r = gamma^phi with alpha * beta^2 * gamma^2 ~ 2, so that the
-MACs grow about (alpha * beta^2 * gamma^2)^phi ~ 2^phi. Depth multiplies the repeats of every block row by d,
-rounded up (``ceil``), except the rows of stem/head families (a plain conv, ``pool_conv``, ``ir_pool``), which
-keep one block. Width multiplies every row's channels (and an explicit ``mid``) by w, rounded to the spec's
-width divisor with the 90% rule (EfficientNet's round_filters). Resolution multiplies the input size by r,
-rounded to the nearest integer. The released EfficientNet-B1..B7 use a table of (w, d, r) instead of the
-formula; :func:`scale_spec` takes either.
+MACs grow about (alpha * beta^2 * gamma^2)^phi ~ 2^phi.
+
+- Depth: each stage's number of blocks n becomes ceil(n * d), as EfficientNet rounds each stage's repeats up.
+  Extra blocks repeat the stage's last row (stride 1); fewer blocks drop the stage's last ones (never its first
+  row, which carries the stride). Rows of stem/head families (a plain ``conv``, ``pool_conv``, ``ir_pool``)
+  are neither counted nor repeated.
+- Width: every row's channels (and an explicit ``mid``) times w, rounded to the spec's width divisor with the
+  90% rule (EfficientNet's round_filters).
+- Resolution: the input size times r, rounded to the nearest integer.
+
+The released EfficientNet-B1..B7 use a table of (w, d, r) instead of the formula; :func:`scale_spec` takes either.
 """
 
 from __future__ import annotations
@@ -55,16 +60,34 @@ def scale_spec(spec: ArchSpec, depth: float = 1.0, width: float = 1.0, resolutio
     def chans(c: int) -> int:
         return int(c) if width == 1.0 else make_divisible(c * width, divisor, round_limit=0.9)
 
-    for stage in data["stages"]:
+    for si, stage in enumerate(data["stages"]):
         for row in stage:
-            family, _ = resolve_op(row[0], row[4] if len(row) > 4 else {}, spec.basic_args)
             row[1] = chans(row[1])
-            if family.name not in FIXED_DEPTH_FAMILIES:
-                row[3] = int(math.ceil(row[3] * depth - 1e-9))
             if len(row) > 4 and row[4].get("mid"):
                 row[4]["mid"] = chans(row[4]["mid"])
+        scalable = [row for row in stage if resolve_op(row[0], row[4] if len(row) > 4 else {},
+                                                       spec.basic_args)[0].name not in FIXED_DEPTH_FAMILIES]
+        if scalable and depth != 1.0:
+            data["stages"][si] = _scale_stage_depth(stage, scalable, depth)
     data["input_size"] = int(input_size) if input_size is not None else int(round(spec.input_size * resolution))
     if dropout is not None:
         data["head"]["dropout"] = dropout
     data["name"] = name or spec.name
     return ArchSpec.from_dict(data, source=f"scaled {spec.name}")
+
+
+def _scale_stage_depth(stage: list[list], scalable: list[list], depth: float) -> list[list]:
+    """The stage with ceil(n * depth) scalable blocks: extra ones repeat its last scalable row, missing ones are
+    taken from its last rows (the first row, with the stage's stride, always stays)."""
+    n = sum(row[3] for row in scalable)
+    target = max(1, int(math.ceil(n * depth - 1e-9)))
+    if target > n:
+        scalable[-1][3] += target - n
+        return stage
+    remove = n - target
+    for row in reversed(scalable):
+        keep = 1 if row is scalable[0] else 0
+        take = min(remove, row[3] - keep)
+        row[3] -= take
+        remove -= take
+    return [row for row in stage if row[3] > 0]
