@@ -19,7 +19,8 @@ DTYPE = "float32"
 # parameters that only change initialisation / training, never the eval forward pass
 _INIT_ONLY = {"zero_last_bn_gamma"}
 # families whose forward ignores some resolved parameters entirely
-_IGNORED = {"skip": {"e", "bias", "less_se_channels", "act", "width_divisor"}}
+_IGNORED = {"skip": {"e", "bias", "less_se_channels", "act", "width_divisor"},
+            "eesp_down": {"unused_act", "unused_reinf"}}  # parameters the forward pass never uses
 
 
 @dataclass(frozen=True)
