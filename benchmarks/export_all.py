@@ -7,6 +7,7 @@ with the max over all models. Untrained models get random BN values calibrated o
 ``--tolerance``.
 
     .venv/bin/python benchmarks/export_all.py                    # each model at its own input size
+    .venv/bin/python benchmarks/export_all.py --family ghostnet  # one family (fbnet, ghostnet, efficientnet, espnet)
     .venv/bin/python benchmarks/export_all.py --input-size 64 --out-dir /tmp/onnx
 """
 
@@ -24,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input-size", type=int, default=None, help="default: each model's own input size")
     p.add_argument("--out-dir", default=None, help="keep the .onnx files here (default: a temp folder, removed)")
-    p.add_argument("--models", nargs="*", default=None, help="zoo names (default: all 16)")
+    p.add_argument("--models", nargs="*", default=None, help="zoo names (default: all)")
+    p.add_argument("--family", default=None, help="only the zoo models of this family")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--tolerance", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=2)
@@ -32,21 +34,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fbnas.arch.zoo import zoo_names
+    from fbnas.arch.zoo import PUBLISHED, zoo_names
     from fbnas.errors import FbnasError
     from fbnas.export import calibrate_untrained, export_model, load_source
     from fbnas.runtime import tune_allocator
 
     tune_allocator()
     torch.set_num_threads(args.threads)
-    names = args.models or zoo_names()
+    names = args.models or [n for n in zoo_names() if args.family is None or PUBLISHED[n].family == args.family]
     tmp = None if args.out_dir else tempfile.TemporaryDirectory(prefix="fbnas_export_all_")
     out_dir = Path(args.out_dir or tmp.name)
     rows = []
     try:
         for name in names:
             t0 = time.perf_counter()
-            src = load_source(name)
+            src = load_source(name, num_classes=PUBLISHED[name].num_classes if name in PUBLISHED else None)
             size = args.input_size or src.spec.input_size
             shape = (1, src.spec.in_channels, size, size)
             calibrate_untrained(src.model, shape)

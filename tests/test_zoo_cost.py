@@ -1,4 +1,5 @@
-"""Zoo models against published MACs/params, and analytic counts against torch's FlopCounterMode."""
+"""FBNet zoo models against mobile-vision's published MACs/params, and analytic counts against torch's
+FlopCounterMode (the seed 004 families: test_zoo_families.py)."""
 
 import pytest
 import torch
@@ -8,19 +9,25 @@ import fbnas
 from fbnas.arch.zoo import PUBLISHED, zoo_names
 
 
-def test_zoo_has_the_16_published_models():
-    assert zoo_names() == list(PUBLISHED) and len(PUBLISHED) == 16
+def test_zoo_has_the_16_fbnet_models():
+    assert zoo_names() == list(PUBLISHED) and len(zoo_names("fbnet")) == 16
+    for name in zoo_names():
+        assert fbnas.arch.zoo.get_spec(name).name == name
 
 
-@pytest.mark.parametrize("name", zoo_names())
-def test_published_macs_and_params_within_1pct(name):
+@pytest.mark.parametrize("name", zoo_names("fbnet"))
+def test_published_macs_and_params_are_ours_under_mobile_visions_convention(name):
+    """mobile-vision counts conv/linear weights and adds the elements entering every global pool to the MACs;
+    V2/V3 are published as full counts (equal), V1 to 3 decimals (equal to those)."""
     report = fbnas.profile(name)
-    pub_macs, pub_params = PUBLISHED[name]
-    assert abs(report.macs / 1e6 / pub_macs - 1) < 0.01
-    assert abs(report.params / 1e6 / pub_params - 1) < 0.01
+    pub = PUBLISHED[name]
+    assert pub.macs_with_pool and not pub.params_all
+    assert round((report.macs + report.pooled) / pub.macs_unit) == round(pub.macs / pub.macs_unit)
+    assert round(report.params / pub.params_unit) == round(pub.params / pub.params_unit)
+    assert pub.macs_unit == pub.params_unit == (1000 if name in ("fbnet_a", "fbnet_b", "fbnet_c") else 1)
 
 
-@pytest.mark.parametrize("name", zoo_names())
+@pytest.mark.parametrize("name", zoo_names("fbnet"))
 def test_analytic_counts_match_torch(name):
     spec = fbnas.arch.zoo.get_spec(name)
     model = fbnas.create_model(spec).eval()

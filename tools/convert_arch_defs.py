@@ -45,6 +45,8 @@ def parse(text: str) -> dict[str, dict]:
                 kw = {"e": int(ev) if ev == int(ev) else ev, **kw}
             if op == "skip":
                 kw = {}
+            if op.startswith("conv_"):  # mobile-vision's ConvBNRelu leaves nn.Conv2d's default bias on
+                kw = {"bias": True}
             row: list = [op, int(c), int(s), int(n)]
             if kw:
                 row.append(kw)

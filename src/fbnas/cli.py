@@ -11,7 +11,7 @@ import os
 import sys
 
 # command modules: each defines add_parser(subparsers) that sets ``func`` on its parser
-COMMAND_MODULES = ["models", "profile", "train", "export", "lut", "search", "run", "bench"]
+COMMAND_MODULES = ["models", "profile", "scale", "train", "export", "lut", "search", "run", "bench"]
 
 
 def _setup_allocator() -> None:

@@ -214,6 +214,11 @@ class ArchSpec:
         dropout = self.head.get("dropout", 0.0)
         if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise bad("head.dropout", f"must be in [0, 1), got {dropout!r}")
+        drop_path = self.head.get("drop_path", 0.0)
+        if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
+            raise bad("head.drop_path", f"must be in [0, 1), got {drop_path!r}")
+        if not isinstance(self.head.get("bias", True), bool):
+            raise bad("head.bias", f"must be true or false, got {self.head.get('bias')!r}")
         for si, stage in enumerate(self.stages):
             for bi, b in enumerate(stage):
                 where = f"stage {si} block {bi} ({b.op})"
@@ -229,6 +234,9 @@ class ArchSpec:
                     resolve_op(b.op, b.kwargs, self.basic_args)
                 except SpecError as e:
                     raise bad(where, str(e)) from None
+                reinf = b.kwargs.get("reinf", 0)
+                if reinf and reinf != self.in_channels:  # input reinforcement reads the network's input image
+                    raise bad(where, f"field 'reinf' must be 0 or in_channels ({self.in_channels}), got {reinf!r}")
 
 
 def load_spec(path: str | Path) -> ArchSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from fbnas.arch.spec import ArchSpec, Block
-from fbnas.cost.formulas import ConvShape, total
+from fbnas.cost.formulas import ConvShape, pooled, total
 from fbnas.cost.placement import Placed, place
 from fbnas.nn.ops import resolve_op
 
@@ -23,6 +23,7 @@ class BlockCost:
     macs: int
     params: int  # conv/linear weights (papers' convention)
     params_total: int  # all trainable parameters, BN and biases included
+    pooled: int = 0  # elements entering the block's global average pools (SE, pooling heads)
 
 
 @dataclass
@@ -33,6 +34,12 @@ class CostReport:
     head_macs: int = 0
     head_params: int = 0
     head_params_total: int = 0
+    head_pooled: int = 0  # the classifier's global pool: last channels x last map size
+
+    @property
+    def pooled(self) -> int:
+        """Elements entering every global average pool: what mobile-vision's published MACs add to ours."""
+        return sum(b.pooled for b in self.blocks) + self.head_pooled
 
     @property
     def macs(self) -> int:
@@ -67,7 +74,8 @@ class CostReport:
 
     def to_dict(self) -> dict:
         return {"input_size": self.input_size, "num_classes": self.num_classes, "macs": self.macs,
-                "params": self.params, "params_total": self.params_total, "stages": self.per_stage(),
+                "params": self.params, "params_total": self.params_total, "pooled": self.pooled,
+                "stages": self.per_stage(),
                 "blocks": [asdict(b) for b in self.blocks]}
 
 
@@ -79,7 +87,7 @@ def block_shapes(block: Block, basic_args: dict, h: int, w: int) -> tuple[list[C
 def placed_shapes(p: Placed) -> list[ConvShape]:
     """The conv / linear layers of a placed block (the classifier: one linear layer on the pooled map)."""
     if p.block is None:
-        return [ConvShape(p.channels, p.num_classes, 1, 1, 1, 1, bias=True, label="classifier")]
+        return [ConvShape(p.channels, p.num_classes, 1, 1, 1, 1, bias=p.bias, label="classifier")]
     return block_shapes(p.block, p.basic_args, p.h, p.w)[0]
 
 
@@ -96,8 +104,12 @@ def count(spec: ArchSpec, input_size: int | None = None, num_classes: int = 1000
     for p in placed[:-1]:
         b = p.block
         assert b is not None
-        macs, params, params_total = placed_cost(p)
+        shapes = placed_shapes(p)
+        macs, params, params_total = total(shapes)
         report.blocks.append(BlockCost(b.name, b.op, b.stage, b.in_channels, b.out_channels, b.stride,
-                                       (p.h, p.w), (p.out_h, p.out_w), macs, params, params_total))
-    report.head_macs, report.head_params, report.head_params_total = placed_cost(placed[-1])
+                                       (p.h, p.w), (p.out_h, p.out_w), int(macs), int(params), int(params_total),
+                                       int(pooled(shapes))))
+    head = placed[-1]
+    report.head_macs, report.head_params, report.head_params_total = placed_cost(head)
+    report.head_pooled = int(head.channels * head.h * head.w)
     return report

@@ -25,6 +25,8 @@ class Placed:
     out_w: int
     channels: int = 0  # classifier: input channels
     num_classes: int = 0  # classifier: outputs
+    bias: bool = True  # classifier: whether its linear layer has a bias (the spec's head.bias)
+    image: tuple[int, int, int] = (0, 0, 0)  # the network's input (channels, height, width)
 
     @property
     def is_classifier(self) -> bool:
@@ -49,7 +51,8 @@ def place(spec: ArchSpec, num_classes: int = 1000, input_size: int | None = None
         _, ho, wo = family.shapes(b.in_channels, b.out_channels, b.stride, h, w, params)
         if ho < 1 or wo < 1:
             raise SpecError(f"input size {size} is too small: {b.name} ({b.op}) gets a {h}x{w} input")
-        out.append(Placed(b, spec.basic_args, h, w, ho, wo))
+        out.append(Placed(b, spec.basic_args, h, w, ho, wo, image=(spec.in_channels, size, size)))
         h, w = ho, wo
-    out.append(Placed(None, spec.basic_args, h, w, 1, 1, channels=blocks[-1].out_channels, num_classes=num_classes))
+    out.append(Placed(None, spec.basic_args, h, w, 1, 1, channels=blocks[-1].out_channels, num_classes=num_classes,
+                      bias=bool(spec.head.get("bias", True)), image=(spec.in_channels, size, size)))
     return out

@@ -52,6 +52,19 @@ class Classifier(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class WithImage(nn.Module):
+    """A block that reads the network's input image (ESPNet's input reinforcement), timed with a fixed image of
+    the size its network has (``desc["image"]``), so the entry is called like any other block: ``module(x)``."""
+
+    def __init__(self, block: nn.Module, image_shape: list[int]) -> None:
+        super().__init__()
+        self.block = block
+        self.register_buffer("image", torch.randn(1, *image_shape, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x, self.image.expand(x.shape[0], -1, -1, -1))
+
+
 def build_module(desc: dict[str, Any]) -> nn.Module:
     """The eval-mode module of a LUT entry description (see :mod:`fbnas.lut.signature`)."""
     if desc["kind"] == "classifier":
@@ -64,7 +77,10 @@ def build_module(desc: dict[str, Any]) -> nn.Module:
     from fbnas.nn.ops import get_family
 
     family = get_family(desc["family"])
-    return family.build(desc["cin"], desc["cout"], desc["stride"], desc["build_params"]).eval()
+    module = family.build(desc["cin"], desc["cout"], desc["stride"], desc["build_params"]).eval()
+    if getattr(module, "takes_image", False):
+        return WithImage(module, list(desc["image"])).eval()
+    return module
 
 
 def input_shape(desc: dict[str, Any]) -> list[int]:

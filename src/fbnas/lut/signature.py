@@ -20,7 +20,8 @@ DTYPE = "float32"
 # parameters that only change initialisation / training, never the eval forward pass
 _INIT_ONLY = {"zero_last_bn_gamma"}
 # families whose forward ignores some resolved parameters entirely
-_IGNORED = {"skip": {"e", "bias", "less_se_channels", "act", "width_divisor"}}
+_IGNORED = {"skip": {"e", "bias", "less_se_channels", "act", "width_divisor"},
+            "eesp_down": {"unused_act", "unused_reinf"}}  # parameters the forward pass never uses
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def placed_entry(p: Placed, batch: int = 1, channels_last: bool = False) -> Entr
         return entry_from_desc("classifier", classifier_desc(p.channels, p.num_classes, p.h, p.w, batch,
                                                              channels_last))
     desc, _, _ = block_desc(p.block, p.basic_args, p.h, p.w, batch, channels_last)
+    if desc["params"].get("reinf"):  # input reinforcement: the entry depends on the network's input image
+        desc["image"] = list(p.image)
     return entry_from_desc(p.name, desc)
 
 

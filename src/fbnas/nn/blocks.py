@@ -22,7 +22,7 @@ from fbnas.nn.family import (
     register_alias,
     register_family,
 )
-from fbnas.nn.layers import ChannelShuffle, ConvBNAct, SqueezeExcite, drop_path
+from fbnas.nn.layers import ChannelShuffle, ConvBNAct, SqueezeExcite, drop_path, has_params
 
 
 def _check_groups(name: str, groups: int, channels: int, what: str) -> None:
@@ -39,12 +39,14 @@ class ConvFamily(OpFamily):
 
     def build(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> nn.Module:
         _check_groups("groups", p["groups"], cin, "input")
+        _check_groups("groups", p["groups"], cout, "output")
         return ConvBNAct(cin, cout, p["k"], stride, groups=p["groups"], bias=p["bias"], act=p["act"])
 
     def shapes(self, cin, cout, stride, h, w, p):
         k = p["k"]
         ho, wo = conv_out_size(h, k, stride, k // 2), conv_out_size(w, k, stride, k // 2)
-        return [ConvShape(cin, cout, k, p["groups"], ho, wo, bias=p["bias"], bn=True, label="conv")], ho, wo
+        return [ConvShape(cin, cout, k, p["groups"], ho, wo, bias=p["bias"], bn=True, label="conv",
+                          prelu=has_params(p["act"]))], ho, wo
 
 
 class SkipBlock(nn.Module):
@@ -84,26 +86,31 @@ def ir_channels(cin: int, p: dict[str, Any]) -> tuple[int, int]:
 
 
 class IRFBlock(nn.Module):
-    """Inverted residual: [1x1 group conv +act, shuffle] -> kxk depthwise +act -> [SE] -> 1x1 linear."""
+    """Inverted residual: [1x1 group conv +act], [shuffle] -> kxk depthwise +act -> [SE] -> 1x1 linear.
+
+    As mobile-vision's IRFBlock: ``pw_groups > 1`` shuffles channels even when there is no expansion conv
+    (fbnet_a's e = 1 ``_g2`` blocks), and ``zero_last_bn_gamma`` zeroes the last BN only where the residual is
+    added (elsewhere it would zero the block's whole output).
+    """
 
     def __init__(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> None:
         super().__init__()
         mid, se_mid = ir_channels(cin, p)
         k, act, bias = p["k"], p["act"], p["bias"]
         self.pw = None
+        _check_groups("pw_groups", p["pw_groups"], mid, "expanded")
         if mid != cin or p["always_pw"]:
             _check_groups("pw_groups", p["pw_groups"], cin, "input")
-            _check_groups("pw_groups", p["pw_groups"], mid, "expanded")
             self.pw = ConvBNAct(cin, mid, 1, groups=p["pw_groups"], bias=bias, act=act)
-        self.shuffle = ChannelShuffle(p["pw_groups"]) if p["pw_groups"] > 1 and self.pw is not None else None
+        self.shuffle = ChannelShuffle(p["pw_groups"]) if p["pw_groups"] > 1 else None
         pad = k // 2 if p["dw_padding"] is None else p["dw_padding"]
         self.dw = ConvBNAct(mid, mid, k, stride, padding=pad, groups=mid, bias=bias, act=act)
         self.se = SqueezeExcite(mid, se_mid, act=act, gate=p["se"]) if p["se"] else None
         _check_groups("pwl_groups", p["pwl_groups"], mid, "expanded")
         _check_groups("pwl_groups", p["pwl_groups"], cout, "output")
-        self.pwl = ConvBNAct(mid, cout, 1, groups=p["pwl_groups"], bias=bias, act=None,
-                             zero_gamma=p["zero_last_bn_gamma"])
         self.residual = cin == cout and stride == 1
+        self.pwl = ConvBNAct(mid, cout, 1, groups=p["pwl_groups"], bias=bias, act=None,
+                             zero_gamma=p["zero_last_bn_gamma"] and self.residual)
         self.drop_path_rate = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,15 +141,16 @@ class IRFamily(OpFamily):
 
     def shapes(self, cin, cout, stride, h, w, p):
         mid, se_mid = ir_channels(cin, p)
-        k, bias = p["k"], p["bias"]
+        k, bias, prelu = p["k"], p["bias"], has_params(p["act"])
         out: list[ConvShape] = []
         if mid != cin or p["always_pw"]:
-            out.append(ConvShape(cin, mid, 1, p["pw_groups"], h, w, bias=bias, bn=True, label="pw"))
+            out.append(ConvShape(cin, mid, 1, p["pw_groups"], h, w, bias=bias, bn=True, label="pw", prelu=prelu))
         pad = k // 2 if p["dw_padding"] is None else p["dw_padding"]
         ho, wo = conv_out_size(h, k, stride, pad), conv_out_size(w, k, stride, pad)
-        out.append(ConvShape(mid, mid, k, mid, ho, wo, bias=bias, bn=True, label="dw"))
+        out.append(ConvShape(mid, mid, k, mid, ho, wo, bias=bias, bn=True, label="dw", prelu=prelu))
         if p["se"]:
-            out.append(ConvShape(mid, se_mid, 1, 1, 1, 1, bias=True, label="se.reduce"))
+            out.append(ConvShape.pool(mid, ho, wo, label="se.pool"))
+            out.append(ConvShape(mid, se_mid, 1, 1, 1, 1, bias=True, label="se.reduce", prelu=prelu))
             out.append(ConvShape(se_mid, mid, 1, 1, 1, 1, bias=True, label="se.expand"))
         out.append(ConvShape(mid, cout, 1, p["pwl_groups"], ho, wo, bias=bias, bn=True, label="pwl"))
         return out, ho, wo
@@ -174,8 +182,10 @@ class IRPoolFamily(OpFamily):
 
     def shapes(self, cin, cout, stride, h, w, p):
         mid = make_divisible(cin * p["e"], p["width_divisor"])
-        return [ConvShape(cin, mid, 1, 1, h, w, bn=True, label="pw"),
-                ConvShape(mid, cout, 1, 1, 1, 1, label="pwl")], 1, 1
+        prelu = has_params(p["act"])
+        return [ConvShape(cin, mid, 1, 1, h, w, bn=True, label="pw", prelu=prelu),
+                ConvShape.pool(mid, h, w),
+                ConvShape(mid, cout, 1, 1, 1, 1, label="pwl", prelu=prelu)], 1, 1
 
 
 for _fam in (ConvFamily(), SkipFamily(), IRFamily(), IRPoolFamily()):

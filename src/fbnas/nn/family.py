@@ -61,7 +61,7 @@ def _rate(v: Any) -> bool:
 
 KERNEL = Param(3, _odd_kernel, "an odd positive integer")
 EXPANSION = Param(1.0, _pos_num, "a number > 0")
-ACT = Param(None, _act, "one of relu, hswish, relu6, swish, identity")  # None: basic_args.act
+ACT = Param(None, _act, "one of relu, hswish, relu6, swish, prelu, identity")  # None: basic_args.act
 SE = Param(None, _se, "null, 'sigmoid' or 'hsigmoid'")
 GROUPS = Param(1, _pos_int, "a positive integer")
 FLAG = Param(False, _is_bool, "true or false")

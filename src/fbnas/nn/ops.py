@@ -14,7 +14,7 @@ from typing import Any
 from fbnas.errors import SpecError
 from fbnas.nn.family import ALIASES, FAMILIES, OpFamily
 
-FAMILY_MODULES = ["fbnas.nn.blocks"]
+FAMILY_MODULES = ["fbnas.nn.blocks", "fbnas.nn.ghost", "fbnas.nn.efficientnet", "fbnas.nn.espnet"]
 for _module in FAMILY_MODULES:
     importlib.import_module(_module)
 
