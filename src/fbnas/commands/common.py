@@ -35,3 +35,16 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def add_run_args(p: Any, out_help: str, set_example: str) -> None:
+    """The options of every command that runs in a run folder from a config: --config, --out, --preset, --resume,
+    --overwrite, --set."""
+    p.add_argument("--config", required=True, help="config (YAML)")
+    p.add_argument("--out", required=True, help=out_help)
+    p.add_argument("--preset", default=None, help="named preset inside the config, e.g. quick")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (what finished is kept)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --out (kept until the new run has written its first checkpoint)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config field, e.g. --set {set_example} (repeatable)")

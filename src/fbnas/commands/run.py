@@ -5,15 +5,10 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from fbnas.commands.common import add_run_args
+
     p = sub.add_parser("run", help="search, retrain, random baseline, ONNX export, measured latency and a report")
-    p.add_argument("--config", required=True, help="search config (YAML) with its pipeline section")
-    p.add_argument("--out", required=True, help="pipeline run folder")
-    p.add_argument("--preset", default=None, help="named preset inside the config, e.g. quick")
-    p.add_argument("--resume", action="store_true", help="continue the pipeline in --out (finished stages are kept)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the pipeline in --out (kept until the new search's first checkpoint)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set pipeline.retrain.epochs=3 (repeatable)")
+    add_run_args(p, "pipeline run folder (search/, trials/, model.onnx, report.html)", "pipeline.retrain.epochs=3")
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
+    from fbnas.commands.common import add_run_args
     from fbnas.search.strategy import strategies
 
     found = strategies()
@@ -12,14 +13,7 @@ def add_parser(sub) -> None:
     ssub = p.add_subparsers(dest="strategy", metavar="STRATEGY")
     for name, strategy in found.items():
         sp = ssub.add_parser(name, help=strategy.help)
-        sp.add_argument("--config", required=True, help="search config (YAML)")
-        sp.add_argument("--out", required=True, help="run folder (checkpoints, history, plots, result.json)")
-        sp.add_argument("--preset", default=None, help="named preset inside the config, e.g. quick")
-        sp.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-        sp.add_argument("--overwrite", action="store_true",
-                        help="replace the run in --out (kept until the new run has written its first checkpoint)")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config field, e.g. --set loss.form=none (repeatable)")
+        add_run_args(sp, "run folder (checkpoints, history, plots, result.json)", "loss.form=none")
         sp.set_defaults(func=lambda args, s=strategy: run(s, args))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
