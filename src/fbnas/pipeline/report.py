@@ -134,8 +134,10 @@ def predicted_vs_measured(nets: list[dict]) -> str | None:
     return _png(fig)
 
 
-def layer_table(arch: dict, num_classes: int, lut_blocks: list | None) -> list[dict[str, Any]]:
-    """Per block of the found network: block, channels, stride, output size, predicted ms, MACs."""
+def layer_table(arch: dict, num_classes: int, lut_blocks: list | None,
+                searched: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per block of the found network: the dimensions that chose it, block, channels, stride, output size,
+    predicted ms, MACs."""
     from fbnas.arch.spec import ArchSpec
     from fbnas.cost.counting import count
 
@@ -143,7 +145,8 @@ def layer_table(arch: dict, num_classes: int, lut_blocks: list | None) -> list[d
     rep = count(spec, num_classes=num_classes)
     rows = []
     for i, (b, bc) in enumerate(zip(spec.expand(), rep.blocks, strict=True)):
-        rows.append({"block": bc.name, "op": b.op, "kwargs": b.kwargs, "channels": f"{b.in_channels}->{b.out_channels}",
+        rows.append({"block": bc.name, "searched": searched[i] if searched and i < len(searched) else "",
+                     "op": b.op, "kwargs": b.kwargs, "channels": f"{b.in_channels}->{b.out_channels}",
                      "stride": b.stride, "out": f"{bc.out_hw[0]}x{bc.out_hw[1]}", "macs": bc.macs,
                      "ms": lut_blocks[i][2] if lut_blocks else None})
     rows.append({"block": "classifier", "op": "pool + linear", "kwargs": {}, "channels": f"->{num_classes}",
@@ -158,7 +161,9 @@ def _table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
         cells = []
         for k, _ in cols:
             v = r.get(k)
-            if isinstance(v, float):
+            if k.endswith("acc") and isinstance(v, float):
+                v = f"{100 * v:.2f}%"
+            elif isinstance(v, float):
                 v = f"{v:.4g}"
             elif isinstance(v, int) and not isinstance(v, bool):
                 v = f"{v:,}"
@@ -201,7 +206,8 @@ def render_html(report: dict[str, Any], figures: dict[str, str | None]) -> str:
         facts.append((f"cap {name}", f"{c['value']:.4g} <= {c['limit']:g} {c['unit']}"))
     parts.append("<h2>The found architecture</h2>" + _table([{"k": k, "v": v} for k, v in facts],
                                                               [("k", ""), ("v", "")]))
-    parts.append(_table(report["layers"], [("block", "block"), ("op", "op"), ("kwargs", "options"),
+    parts.append(_table(report["layers"], [("block", "block"), ("searched", "searched dimension"), ("op", "op"),
+                                           ("kwargs", "options"),
                                            ("channels", "channels"), ("stride", "stride"), ("out", "output"),
                                            ("ms", "predicted ms"), ("macs", "MACs")]))
     if figures.get("curves"):
@@ -229,6 +235,23 @@ def render_html(report: dict[str, Any], figures: dict[str, str | None]) -> str:
     return "\n".join(parts)
 
 
+def searched_labels(summary: dict[str, Any], folder: RunFolder) -> list[str] | None:
+    """For every block position of the found network, ``dimension=value`` of the dimensions that chose it."""
+    import json
+
+    from fbnas.search.strategy import get_strategy
+
+    strategy = get_strategy(summary["strategy"])
+    cfg = strategy.config_model.parse(json.loads(folder.file(folder.CONFIG).read_text()))
+    space = strategy.space(cfg)
+    try:
+        per_pos = space.term_dims()
+    except NotImplementedError:
+        return None
+    sample = summary["found"]["sample"]
+    return [", ".join(f"{d}={sample[d]}" for d in dims) for dims in per_pos]
+
+
 def write_report(folder: RunFolder, summary: dict[str, Any]) -> dict[str, Any]:
     """report.json and report.html in ``folder``; the figures also as PNG files under plots/."""
     import json
@@ -251,7 +274,8 @@ def write_report(folder: RunFolder, summary: dict[str, Any]) -> dict[str, Any]:
         lut_blocks = lut.predict(ArchSpec.from_dict(found["arch"])).blocks
         lut.close()
     num_classes = int(search.read_result()["num_classes"])
-    report = {**summary, "layers": layer_table(found["arch"], num_classes, lut_blocks)}
+    report = {**summary, "layers": layer_table(found["arch"], num_classes, lut_blocks,
+                                               searched_labels(summary, folder))}
     figures = {"curves": search_curves(rows), "heatmap": probability_heatmap(history),
                "acc_latency": accuracy_vs_latency(nets, cap, "ms" if cap is not None else
                                                   summary["baseline_matching"]["unit"]),
