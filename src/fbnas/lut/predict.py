@@ -270,6 +270,12 @@ class LatencyTable:
 
     # -- search side
     def _space_cmd(self, space: DimSpace, classes: int) -> str:
+        """How to add a space's missing entries: ``fbnas lut build --space NAME`` for a shipped space, else the
+        search's own ``lut.build: true`` (a space given inline in a config has no name to build from)."""
+        from fbnas.space.registry import space_names
+
+        if space.name not in space_names():
+            return "a search with lut.build: true (it measures what the table lacks)"
         arch = space.build(space.default_sample()).arch
         assert arch is not None
         return self._build_cmd(f"--space {space.name}", arch.input_size, arch.in_channels, classes)
