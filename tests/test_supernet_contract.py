@@ -11,6 +11,7 @@ import torch
 
 from fbnas.search.masking import DMaskingSupernet, export_child, subsample
 from fbnas.search.protocols import ArchSample
+from fbnas.search.protocols import Supernet as SupernetProtocol
 from fbnas.search.supernet import Supernet
 from fbnas.space import LayerwiseSpace, MaskingSpace, load_space, space_names
 
@@ -76,6 +77,7 @@ def test_supernet_equals_its_child_at_one_hot_weights(name):
     trials = [[0] * len(n), [k - 1 for k in n]] + [[rng.randrange(k) for k in n] for _ in range(2)]
     for mode in ("soft", "hard") if isinstance(space, LayerwiseSpace) else ("soft",):
         net = make_supernet(space, mode)
+        assert isinstance(net, SupernetProtocol)  # what the search loop is written against
         for choices in trials:
             got, want = supernet_and_child(space, net, choices)
             assert _close(got, want), (name, choices, mode, float((got - want).abs().max()))
