@@ -11,3 +11,8 @@ class SpecError(FbnasError):
 
 class DataError(FbnasError):
     """A dataset file or folder is missing, truncated or inconsistent."""
+
+
+class DivergenceError(FbnasError):
+    """A run's loss, metrics or state stopped being finite; the message names the epoch, the value, the likely
+    cause and the checkpoint that was kept (never replaced by a non-finite one)."""

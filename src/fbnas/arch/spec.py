@@ -250,9 +250,9 @@ def load_spec(path: str | Path) -> ArchSpec:
         raise SpecError(f"{path}: cannot read the file ({type(e).__name__})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
+            from fbnas.io import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is a user error
