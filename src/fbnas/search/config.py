@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from fbnas.config import StrictModel
 from fbnas.search.loss import LossConfig
@@ -92,16 +92,15 @@ class RetrainSection(StrictModel):
     limit_train: PositiveInt | None = None  # train on the first N training images (None: all)
     samples: NonNegativeInt = 0  # also retrain this many architectures sampled from the learned distribution
 
-    @field_validator("recipe")
-    @classmethod
-    def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _valid_recipe(self) -> RetrainSection:
         from fbnas.train.recipe import Recipe, RecipeError
 
-        try:
-            Recipe.from_dict({**v, "epochs": v.get("epochs", 1)}, "recipe")
+        try:  # the recipe the retraining uses: its epochs are this section's
+            Recipe.from_dict({**self.recipe, "epochs": self.epochs}, "recipe")
         except RecipeError as e:
             raise ValueError(str(e)) from None
-        return v
+        return self
 
 
 class BaselineSection(StrictModel):
