@@ -64,6 +64,9 @@ class LutSection(StrictModel):
     backend: str = "torch"  # torch | onnxruntime
     threads: PositiveInt = 1  # threads the table was (or is) measured with
     build: bool = True  # measure the entries the space needs and the table lacks, first
+    # use the rows of another device (its 8-digit fingerprint or full name, as `fbnas lut show` lists them)
+    # instead of this machine's; recorded in result.json (lut.allowed_fingerprint)
+    allow_fingerprint: str | None = None
 
 
 class ResultSection(StrictModel):
