@@ -179,6 +179,8 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> torc
     if len(raw) - header != expected:
         raise DataError(f"{path}: size mismatch: header {list(dims)} needs {expected} bytes of data, "
                         f"file has {len(raw) - header} (truncated or corrupt)")
+    if expected == 0:
+        return torch.empty(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
 

@@ -203,7 +203,9 @@ def layerwise_from_dict(data: Any, source: str = "space", input_size: int | None
             raise SpecError(f"{source}: stage {si}: unknown field(s) {extra}; valid: {', '.join(sorted(allowed))}")
         if "fixed" in s:
             rows = s["fixed"]
-            if not isinstance(rows, list) or not rows or (isinstance(rows[0], list) and not all(
+            if isinstance(rows, dict):
+                rows = s["fixed"] = [rows]
+            if not isinstance(rows, list) or not rows or (isinstance(rows[0], (list, dict)) and not all(
                     isinstance(r, (list, dict)) for r in rows)):
                 raise SpecError(f"{source}: stage {si}: fixed must be a block row [op, c, s, n, {{kwargs}}] or a "
                                 "list of them")
