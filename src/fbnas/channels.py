@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-# Sane upper bounds of an architecture (the zoo's largest: 3840 hidden channels, 600 px, 13 repeats); a value
+# Sane upper bounds of an architecture (the zoo's largest: 3840 hidden channels, 600 px, 15 repeats); a value
 # above them is a typo or a fuzzed input, and would allocate gigabytes before failing
 MAX_CHANNELS = 16384  # input, output and hidden channels of any block, and any integer op parameter
 MAX_INPUT_SIZE = 4096  # input height / width in pixels

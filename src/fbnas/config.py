@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fbnas.errors import FbnasError
+from fbnas.errors import FbnasError, key_name
 
 M = TypeVar("M", bound="StrictModel")
 
@@ -33,7 +33,8 @@ _PROBLEMS = {
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = key_name(part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fbnas.channels import MAX_BLOCKS, MAX_CHANNELS, MAX_INPUT_SIZE, MAX_REPEATS, make_divisible
-from fbnas.errors import SpecError
+from fbnas.errors import SpecError, key_name
 
 DEFAULT_BASIC_ARGS: dict[str, Any] = {"width_divisor": 8, "width_multiplier": 1.0, "act": "relu"}
 DEFAULT_HEAD: dict[str, Any] = {"dropout": 0.2}
@@ -43,7 +43,7 @@ def closed_mapping(value: Any, valid: tuple[str, ...], where: str) -> dict[str, 
         raise SpecError(f"{where}: must be a mapping, got {type(value).__name__}")
     unknown = sorted(str(k) for k in value if k not in valid)
     if unknown:
-        raise SpecError(f"{where}.{unknown[0]}: unknown field; valid: {', '.join(sorted(valid))}")
+        raise SpecError(f"{where}.{key_name(unknown[0])}: unknown field; valid: {', '.join(sorted(valid))}")
     return dict(value)
 
 
@@ -247,7 +247,7 @@ class ArchSpec:
         act = self.basic_args.get("act", "relu")
         from fbnas.nn.layers import ACTIVATIONS
 
-        if act not in ACTIVATIONS:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
             raise bad("basic_args.act", f"unknown activation {act!r}; valid: {sorted(ACTIVATIONS)}")
         dropout = self.head.get("dropout", 0.0)
         if not _is_number(dropout) or not 0 <= dropout < 1:
@@ -287,10 +287,15 @@ class ArchSpec:
                 reinf = b.kwargs.get("reinf", 0)
                 if reinf and reinf != self.in_channels:  # input reinforcement reads the network's input image
                     raise bad(where, f"field 'reinf' must be 0 or in_channels ({self.in_channels}), got {reinf!r}")
-        if expansions:
-            row_of = [(si, bi) for si, stage in enumerate(self.stages) for bi, b in enumerate(stage)
-                      for _ in range(b.repeats)]
-            for blk, (si, bi) in zip(self.expand(), row_of, strict=True):
+        row_of = [(si, bi) for si, stage in enumerate(self.stages) for bi, b in enumerate(stage)
+                  for _ in range(b.repeats)]
+        for blk, (si, bi) in zip(self.expand(), row_of, strict=True):
+            family, params = resolve_op(blk.op, blk.kwargs, self.basic_args)
+            try:
+                family.check_block(blk.in_channels, blk.out_channels, blk.stride, params)
+            except SpecError as e:
+                raise bad(f"stage {si} block {bi} ({blk.op})", str(e)) from None
+            if expansions:
                 e_ratio = expansions.get((si, bi))
                 if e_ratio is not None and e_ratio * blk.in_channels > MAX_CHANNELS:
                     raise bad(f"stage {si} block {bi} ({blk.op})",

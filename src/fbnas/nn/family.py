@@ -87,7 +87,11 @@ class OpFamily:
                 v = basic_args.get("act", "relu")
             if isinstance(v, list) and key == "dw_padding":  # mobile-vision writes [p, p]
                 v = v[0] if v else None
-            if not p.check(v):
+            try:
+                ok = bool(p.check(v))
+            except (TypeError, ValueError):  # e.g. a list where a name is expected: not a valid value either
+                ok = False
+            if not ok:
                 raise SpecError(f"field {key!r} must be {p.expect}, got {v!r}")
             check_bounds(key, v)
             out[key] = v
@@ -96,6 +100,10 @@ class OpFamily:
 
     def build(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
+
+    def check_block(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> None:
+        """Raise SpecError when these resolved parameters cannot compute at these channels / stride (called by
+        spec validation for every block, so such a spec is refused before anything is built)."""
 
     def shapes(self, cin: int, cout: int, stride: int, h: int, w: int,
                p: dict[str, Any]) -> tuple[list[ConvShape], int, int]:
