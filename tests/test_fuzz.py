@@ -152,7 +152,8 @@ def plausible_specs(draw):
             rows.append([op, draw(st.sampled_from([4, 8, 12, 16, 24, 32])), draw(st.sampled_from([1, 2])),
                          draw(st.integers(1, 2)), kwargs])
         stages.append(rows)
-    return {"name": "p", "input_size": draw(st.sampled_from([16, 24, 32])), "in_channels": draw(st.sampled_from([1, 3])),
+    return {"name": "p", "input_size": draw(st.sampled_from([16, 24, 32])),
+            "in_channels": draw(st.sampled_from([1, 3])),
             "basic_args": {"width_divisor": draw(st.sampled_from([1, 4, 8])), "act": "relu",
                            "width_multiplier": draw(st.sampled_from([0.5, 1.0, 1.5]))},
             "stages": stages, "head": {"dropout": 0.1}}
@@ -205,9 +206,14 @@ def _masking(data):
     space.build(space.sample(0, 0, 0))
 
 
+def _masking_base() -> dict:
+    from fbnas.search.dmasking import DMasking
+
+    return copy.deepcopy(DMasking.smoke_config["space"])
+
+
 @fuzz("masking")
-@given(mutated({k: v for k, v in __import__("fbnas.search.dmasking", fromlist=["DMasking"]).DMasking.smoke_config[
-    "space"].items()}))
+@given(mutated(_masking_base()))
 def test_fuzzed_masking_spaces(data):
     refused_in_one_line(_masking, data)
 
