@@ -4,12 +4,12 @@ candidate is counted exactly and has its own LUT signature."""
 from __future__ import annotations
 
 import torch
-from fbnas.space import load_space
 from torch.utils.flop_counter import FlopCounterMode
 
 import fbnas
 from fbnas.lut.signature import spec_entries
 from fbnas.search.supernet import Supernet
+from fbnas.space import load_space
 
 
 def test_ext_space_extends_fbnet_fmnist():
