@@ -222,3 +222,26 @@ def test_nan_is_refused_by_recipe_fields(tmp_path, capsys, field):
     recipe.write_text(f"{field}: .nan\n")
     rc, _, err = cli(["train", "--arch", SMALL_SPEC, "--recipe", recipe, "--out", tmp_path / "o"], capsys)
     assert_one_line_error(rc, err, field)
+
+
+@pytest.mark.parametrize("strategy", ["dnas", "dmasking"])
+def test_non_finite_architecture_parameters_name_the_theta_optimizer(strategy, tmp_path, capsys, monkeypatch):
+    from fbnas.search.strategy import get_strategy
+    from fbnas.search.updates import GumbelUpdate
+
+    original = GumbelUpdate.train_epoch
+
+    def poisoned(self, net, loader, epoch):
+        out = original(self, net, loader, epoch)
+        with torch.no_grad():
+            net.arch_parameters()[0].fill_(math.inf)
+        return out
+
+    monkeypatch.setattr(GumbelUpdate, "train_epoch", poisoned)
+    cfg = {**get_strategy(strategy).smoke_config, "schedule": {"epochs": 2, "warmup_epochs": 0}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    rc, _, err = cli(["search", strategy, "--config", path, "--out", tmp_path / "s"], capsys)
+    assert_one_line_error(rc, err, "search diverged in epoch 0", "theta", "likely cause: theta_optimizer.lr",
+                          "its initial state")
+    assert _finite_checkpoint(tmp_path / "s" / "checkpoint.pt")["epoch"] == -1

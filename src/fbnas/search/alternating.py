@@ -108,6 +108,8 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
     history: list[dict] = []
     theta_epochs: list[dict] = []
     start_epoch, elapsed = 0, 0.0
+    arch_ids = {id(p) for p in arch_params}
+    theta_names = {f"model.{n}" for n, p in net.named_parameters() if id(p) in arch_ids}
 
     def checkpoint(epoch: int) -> None:
         folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
@@ -150,7 +152,7 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
         elapsed += time.perf_counter() - t0
         rec["elapsed_s"] = round(elapsed, 3)
         check_epoch(cfg, epoch, rec, {"model": net.state_dict(), "opt_weights": opt_w.state_dict()["state"],
-                                               "arch_update": update.state_dict()})
+                                      "arch_update": update.state_dict()}, theta_names)
         history.append(rec)
         theta_epochs.append({"epoch": epoch, "tau": rec.get("tau"), "theta": [t.detach().tolist() for t in arch_params],
                              "probs": [p.tolist() for p in net.probabilities()]})
@@ -164,8 +166,10 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
 THETA_METRICS = ("t_loss", "t_ce", "t_acc", "t_cost", "t_cost_pull")
 
 
-def check_epoch(cfg: SearchConfig, epoch: int, rec: dict[str, Any], state: dict[str, Any]) -> None:
-    """Before the epoch's checkpoint: every metric of ``rec`` and every tensor of ``state`` finite."""
+def check_epoch(cfg: SearchConfig, epoch: int, rec: dict[str, Any], state: dict[str, Any],
+                theta_names: set[str] = frozenset()) -> None:
+    """Before the epoch's checkpoint: every metric of ``rec`` and every tensor of ``state`` finite
+    (``theta_names``: the architecture parameters' names in ``state``, to name the likely cause)."""
     bad = nonfinite_metrics(rec)
     if bad:
         phase = "theta" if all(k in THETA_METRICS for k in bad) else "weights"
@@ -173,7 +177,7 @@ def check_epoch(cfg: SearchConfig, epoch: int, rec: dict[str, Any], state: dict[
                               f"{rec[bad[0]]}", phase, rec.get("tau"))
     names = nonfinite_tensors(state)
     if names:
-        theta = all(n.endswith("theta") or n.startswith("arch_update") for n in names)
+        theta = all(n in theta_names or n.startswith("arch_update") for n in names)
         raise search_diverged(cfg, epoch, "", f"the state is not finite ({describe_names(names)})",
                               "theta" if theta else "weights", rec.get("tau"))
 
