@@ -379,3 +379,13 @@ def test_check_output_accepts_a_new_path_in_a_missing_folder(tmp_path):
     assert list(tmp_path.iterdir()) == []  # it creates nothing
     with pytest.raises(FbnasError, match="is a folder"):
         check_output(tmp_path, "--db")
+
+
+def test_a_search_started_before_a_config_field_existed_still_resumes(stopped, tmp_path, capsys):
+    out = tmp_path / "s"
+    cfg = _stopped_search(stopped, out)
+    saved = json.loads((out / "config.json").read_text())
+    del saved["lut"]["allow_fingerprint"]  # as written by an fbnas without that field
+    (out / "config.json").write_text(json.dumps(saved))
+    rc, _, err = cli(["search", "dnas", "--config", cfg, "--out", out, "--resume"], capsys)
+    assert rc == 0, err

@@ -98,6 +98,8 @@ def _search(strategy: Strategy, cfg: SearchConfig, folder: RunFolder, resuming: 
     resolved = cfg.to_dict()
     if resuming:
         saved = folder.read_config()
+        if saved is not None:  # read through the model: fields added since the run started take their defaults
+            saved = type(cfg).parse(saved, str(folder.file(folder.CONFIG))).to_dict()
         if saved is not None and saved != resolved:
             changed = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
             raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json "
