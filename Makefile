@@ -26,7 +26,8 @@ data:
 
 # main job: train a small FBNet-style model on Fashion-MNIST for one epoch, profile it, export it
 demo: setup data
-	$(FBNAS) train --arch configs/fmnist_small.yaml --data fashion-mnist --epochs 1 --out $(OUT)/demo --overwrite
+	$(FBNAS) train --arch configs/fmnist_small.yaml --data fashion-mnist --epochs 1 --warmup-epochs 0 \
+	  --out $(OUT)/demo --overwrite
 	$(FBNAS) profile $(OUT)/demo/checkpoint.pt
 	$(FBNAS) export $(OUT)/demo/checkpoint.pt --format onnx --out $(OUT)/demo/model.onnx
 

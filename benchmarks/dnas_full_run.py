@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     probe_dir = out / "probe"
     probe_metrics = probe_dir / "metrics.jsonl"
     if not probe_metrics.exists():
-        record("probe_s", timed(fbnas_cmd() + ["train", *train_common, "--epochs", "1", "--out", str(probe_dir)]))
+        record("probe_s", timed(fbnas_cmd() + ["train", *train_common, "--epochs", "1", "--warmup-epochs", "0",
+                                               "--out", str(probe_dir)]))
     probe_row = json.loads(probe_metrics.read_text().splitlines()[-1])
     epoch_s = float(probe_row["elapsed_s"])
     startup_s = max(0.0, times.get("probe_s", epoch_s) - epoch_s)

@@ -139,6 +139,6 @@ def test_cli_bad_data_one_line_error_and_no_output(tmp_path, case):
     data_dir = tmp_path / "nowhere" if case == "missing" else folder
     out = tmp_path / "run"
     proc = _run_cli(["train", "--arch", str(SPEC), "--data", "fashion-mnist", "--data-dir", str(data_dir),
-                     "--epochs", "1", "--out", str(out), "--threads", "1"], cwd=tmp_path)
+                     "--epochs", "1", "--warmup-epochs", "0", "--out", str(out), "--threads", "1"], cwd=tmp_path)
     _assert_one_line_error(proc, expect)
     assert not out.exists(), "a failed run must not leave a run folder behind"

@@ -153,8 +153,8 @@ WRITER = textwrap.dedent("""
     db, tag = sys.argv[1], sys.argv[2]
     for i in range(60):
         with LutStore(db, create=True) as s:
-            s.put([{"key": f"{tag}-{i}", "value_ms": i, "spread_ms": 0.0, "samples": 1, "block": {"i": i}},
-                   {"key": f"shared-{i}", "value_ms": i, "spread_ms": 0.0, "samples": 1, "block": {"i": i}}],
+            s.put([{"key": f"{tag}-{i}", "value_ms": i + 1, "spread_ms": 0.0, "samples": 1, "block": {"i": i}},
+                   {"key": f"shared-{i}", "value_ms": i + 1, "spread_ms": 0.0, "samples": 1, "block": {"i": i}}],
                   "torch", 1, {"writer": tag})
 """)
 

@@ -39,12 +39,14 @@ def _synthetic_ms(desc: dict) -> float:
 
 def _synthetic_lut(path: Path, space) -> None:
     from fbnas.lut import needed_entries
+    from fbnas.lut.measure import fingerprint
     from fbnas.lut.store import LutStore
 
     entries = needed_entries(space, num_classes=10)
-    with LutStore(path, create=True) as store:
+    with LutStore(path, create=True) as store:  # stored as this machine's rows: a search uses no other device's
         store.put(({"key": e.key, "value_ms": _synthetic_ms(e.desc), "spread_ms": 0.0, "samples": 1,
-                    "block": e.desc} for e in entries), "torch", 1, {"cpu": "synthetic"}, "cpu_median_cold")
+                    "block": e.desc} for e in entries), "torch", 1, {**fingerprint("torch", 1, "cpu_median_cold"),
+                                                                 "synthetic": True}, "cpu_median_cold")
 
 
 def _fmnist_space(width: float = 1.0):

@@ -73,7 +73,7 @@ def test_cli_bad_recipe_is_one_line(tmp_path):
 def test_cli_bad_arch_is_one_line(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "fbnas.cli", "train", "--arch", "fbnet_zz", "--epochs", "1",
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+                           "--warmup-epochs", "0", "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "fbnet_zz" in proc.stderr
     assert not out.exists()

@@ -1,17 +1,27 @@
 """The ``fbnas`` command line. Each command lives in ``fbnas.commands.<name>`` and registers itself.
 
-User errors (:class:`FbnasError`, bad files, missing data) print one line and exit 2, never a traceback.
+One error path for every command: a user error (:class:`FbnasError`, a bad option, an expected OS error such
+as a full disk, a missing permission or a path that is a folder, or running out of memory) prints one line
+``fbnas: error: ...`` and exits 2; anything else is an internal error, printed as one line asking for a
+report, exit 1 (``FBNAS_TRACEBACK=1`` shows its traceback instead).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 # command modules: each defines add_parser(subparsers) that sets ``func`` on its parser
 COMMAND_MODULES = ["models", "profile", "scale", "train", "export", "lut", "search", "run", "bench"]
+
+# OS errors that are the user's or the machine's situation, not a bug: one line, exit 2
+EXPECTED_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                   errno.ENOENT, errno.EEXIST, errno.ENAMETOOLONG, errno.EMFILE, errno.ENFILE, errno.ENOTEMPTY,
+                   errno.EIO, errno.ENOMEM, errno.ELOOP, errno.EFBIG}
 
 
 def _setup_allocator() -> None:
@@ -21,8 +31,15 @@ def _setup_allocator() -> None:
     tune_allocator()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as the one ``fbnas: error:`` line of every other error (``--help`` still shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fbnas: error: {self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fbnas", description="Hardware-aware NAS of the FBNet family.")
+    parser = OneLineParser(prog="fbnas", description="Hardware-aware NAS of the FBNet family.")
     from fbnas.version import __version__
 
     parser.add_argument("--version", action="version", version=f"fbnas {__version__}")
@@ -38,26 +55,58 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
+def describe_os_error(e: OSError) -> str:
+    """``FILE: reason`` of an OSError (the file when known, the system's wording of the reason)."""
+    reason = e.strerror or (str(e.args[0]) if e.args else type(e).__name__)
+    names = [str(n) for n in (e.filename, getattr(e, "filename2", None)) if n is not None]
+    return one_line(f"{' -> '.join(names)}: {reason}" if names else reason)
+
+
+def report_error(e: BaseException) -> int:
+    """Print the one line for ``e`` and return the exit status (re-raise when FBNAS_TRACEBACK=1 asks for it)."""
     from fbnas.errors import FbnasError
 
+    if isinstance(e, FbnasError):
+        print(f"fbnas: error: {one_line(str(e))}", file=sys.stderr)
+        return 2
+    if isinstance(e, MemoryError):
+        print("fbnas: error: out of memory (a smaller batch size, input size, subset or model needs less)",
+              file=sys.stderr)
+        return 2
+    if isinstance(e, OSError) and e.errno in EXPECTED_ERRNOS:
+        print(f"fbnas: error: {describe_os_error(e)}", file=sys.stderr)
+        return 2
+    if os.environ.get("FBNAS_TRACEBACK") == "1":
+        raise e
+    print(f"fbnas: internal error: {type(e).__name__}: {one_line(str(e))} (please report it with the command "
+          "line; FBNAS_TRACEBACK=1 shows the traceback)", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
     _setup_allocator()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (already printed)
+        return int(e.code or 0) if isinstance(e.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
         rc = args.func(args)
-    except FbnasError as e:
-        print(f"fbnas: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("fbnas: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as e:  # noqa: BLE001 - the one error path of the command line
+        return report_error(e)
     return int(rc or 0)
 
 

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from fbnas.errors import FbnasError
+from fbnas.errors import FbnasError, key_name
 
 M = TypeVar("M", bound="StrictModel")
 
@@ -33,7 +33,8 @@ _PROBLEMS = {
 def _loc(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = key_name(part)
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 
@@ -143,11 +144,13 @@ def parse_override(text: str) -> dict:
     """``a.b.c=VALUE`` (VALUE parsed as YAML) -> ``{"a": {"b": {"c": VALUE}}}``."""
     import yaml
 
+    from fbnas.io import load_yaml
+
     if "=" not in text:
         raise FbnasError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. loss.form=none")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
+        value = load_yaml(raw)
     except yaml.YAMLError:
         value = raw
     out: dict = {}
@@ -165,6 +168,8 @@ def read_yaml_mapping(path: str | Path) -> dict:
     """A YAML file that must hold a mapping; every problem is one line naming the file."""
     import yaml
 
+    from fbnas.io import load_yaml
+
     path = Path(path)
     if path.is_dir():
         raise FbnasError(f"{path}: is a folder, expected a YAML config file")
@@ -177,7 +182,7 @@ def read_yaml_mapping(path: str | Path) -> dict:
     except OSError as e:
         raise FbnasError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         first = f"{getattr(e, 'problem', None) or str(e).splitlines()[0]}"

@@ -16,17 +16,27 @@ so opening a run never unpickles code; the ``schema`` tag names the kind and ver
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from fbnas.errors import FbnasError
-from fbnas.io import atomic_torch_save, atomic_write_json, atomic_write_text, read_jsonl
+from fbnas.errors import DivergenceError, FbnasError
+from fbnas.io import (
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    check_output,
+    jsonl_text,
+    read_jsonl,
+    remove_orphaned_temps,
+)
 
 KINDS = ("train", "search", "trial", "pipeline")
 SCHEMA_VERSION = 1
@@ -87,6 +97,10 @@ class RunFolder:
         return self.has_checkpoint or self.is_finished or started
 
     # ---- life cycle ---------------------------------------------------------------------------------
+    def check_writable(self, what: str = "--out") -> None:
+        """One line, before any work, when the folder cannot be created or written (creates nothing)."""
+        check_output(self.path, what, "folder")
+
     def prepare(self, resume: bool, overwrite: bool = False) -> bool:
         """Create the folder; returns whether a checkpoint will be resumed.
 
@@ -97,6 +111,7 @@ class RunFolder:
         """
         if self.path.exists() and not self.path.is_dir():
             raise FbnasError(f"{self.path}: exists and is not a folder; choose another --out")
+        self.check_writable()
         if resume and overwrite:
             raise FbnasError("--resume and --overwrite exclude each other")
         if self.holds_run and not resume:
@@ -108,6 +123,7 @@ class RunFolder:
             os.replace(self.path, aside)
             self._replaced = aside
         self.path.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temps(self.path, (self.PLOTS,))  # what a killed writer of this run left behind
         return self.holds_run and resume
 
     def _drop_replaced(self) -> None:
@@ -135,6 +151,8 @@ class RunFolder:
             manifest = self._new_manifest(seed)
             resumed = False
         else:
+            if not isinstance(manifest, dict):
+                raise FbnasError(f"{self.file(self.MANIFEST)}: damaged run file (not a mapping)")
             manifest.setdefault("resumed_at", []).append(now_utc())
             manifest["ended_at"] = None
         atomic_write_json(self.file(self.MANIFEST), manifest)
@@ -149,6 +167,27 @@ class RunFolder:
         return {"kind": self.kind, "schema": SCHEMA_VERSION, "fbnas": __version__, "torch": torch.__version__,
                 "python": platform.python_version(), "git_commit": git_commit(), "argv": list(sys.argv),
                 "seed": seed, "started_at": now_utc(), "ended_at": None}
+
+    def record_stop(self, reason: str) -> None:
+        """Note in the manifest why the run stopped before its end (a divergence), beside when."""
+        manifest = self.read_json(self.MANIFEST)
+        if isinstance(manifest, dict):
+            manifest.setdefault("stops", []).append({"at": now_utc(), "reason": reason})
+            atomic_write_json(self.file(self.MANIFEST), manifest)
+
+    def diverged(self, error: Exception, describe: Callable[[dict[str, Any]], str]) -> DivergenceError:
+        """The one-line stop of a diverged run, with what it kept: its last finite checkpoint (``describe(state)``
+        says which), or the run that ``--overwrite`` had moved aside, put back unchanged."""
+        pending = getattr(self, "_replaced", None) is not None
+        self.record_stop(str(error))
+        if pending:
+            self.restore_replaced()
+            kept = f"the previous run in {self.path} was put back unchanged"
+        elif self.has_checkpoint:
+            kept = f"kept {self.file(self.CHECKPOINT)} ({describe(self.load_checkpoint())})"
+        else:
+            kept = "no checkpoint was written"
+        return DivergenceError(f"{self.path}: {error}; {kept}")
 
     def finish(self, result: dict[str, Any] | None = None) -> None:
         if result is not None:
@@ -181,7 +220,7 @@ class RunFolder:
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> Path:
         """metrics.jsonl holding exactly ``rows`` (the checkpoint's history)."""
-        return atomic_write_text(self.file(self.METRICS), "".join(json.dumps(r) + "\n" for r in rows))
+        return atomic_write_text(self.file(self.METRICS), jsonl_text(rows, str(self.file(self.METRICS))))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.file(self.METRICS))
@@ -195,9 +234,12 @@ class RunFolder:
     def schema(self) -> str:
         return f"fbnas.{self.state_kind}/{SCHEMA_VERSION}"
 
-    def save_checkpoint(self, state: dict[str, Any]) -> Path:
+    def save_checkpoint(self, state: dict[str, Any], initial: bool = False) -> Path:
+        """Write the checkpoint atomically. The first one after training (not ``initial``, a search's state
+        before its first epoch) is what lets ``--overwrite`` delete the run it replaced."""
         path = atomic_torch_save(self.file(self.CHECKPOINT), {"schema": self.schema(), **state})
-        self._drop_replaced()  # the new run now has what the replaced one had: a checkpoint
+        if not initial:
+            self._drop_replaced()  # the new run now has what the replaced one had: a trained checkpoint
         return path
 
     def load_checkpoint(self) -> dict[str, Any]:
@@ -221,6 +263,55 @@ def folder_checkpoint_or_result(path: str | os.PathLike) -> Path | None:
     if result.exists():
         return result
     return ckpt if ckpt.exists() else None
+
+
+def state_mismatch(module: Any, state: Any) -> str | None:
+    """Why ``state`` (a state dict) cannot load into ``module``: missing or unexpected keys, or shapes that
+    differ; None when it fits."""
+    import torch
+
+    if not isinstance(state, dict):
+        return f"the weights are a {type(state).__name__}, not a state mapping"
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+        if extra:
+            parts.append(f"unexpected {extra[0]}" + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+        return "; ".join(parts)
+    for k, v in own.items():
+        w = state[k]
+        if not isinstance(w, torch.Tensor):
+            return f"{k} is a {type(w).__name__}, not a tensor"
+        if tuple(w.shape) != tuple(v.shape):
+            return f"{k} has shape {list(w.shape)} in the checkpoint, {list(v.shape)} in the model"
+    return None
+
+
+def load_module_state(module: Any, state: Any, source: str | os.PathLike) -> None:
+    """``module.load_state_dict(state)``, or one line naming ``source`` and the first key that does not fit."""
+    problem = state_mismatch(module, state)
+    if problem:
+        raise FbnasError(f"{source}: the checkpoint does not fit its architecture ({problem})")
+    module.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def restoring(source: str | os.PathLike) -> Iterator[None]:
+    """Restoring live objects (optimizers, schedules, RNG) from a checkpoint: a missing entry or a state of
+    another shape is one line naming ``source``, not a traceback."""
+    try:
+        yield
+    except FbnasError:
+        raise
+    except KeyError as e:
+        raise FbnasError(f"{source}: the checkpoint does not fit this run (no {e.args[0]!r})") from None
+    except (RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FbnasError(f"{source}: the checkpoint does not fit this run ({first})") from None
 
 
 def load_checkpoint_file(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:

@@ -13,11 +13,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fbnas.channels import make_divisible
-from fbnas.errors import SpecError
+from fbnas.channels import MAX_BLOCKS, MAX_CHANNELS, MAX_INPUT_SIZE, MAX_REPEATS, make_divisible
+from fbnas.errors import SpecError, key_name
 
 DEFAULT_BASIC_ARGS: dict[str, Any] = {"width_divisor": 8, "width_multiplier": 1.0, "act": "relu"}
 DEFAULT_HEAD: dict[str, Any] = {"dropout": 0.2}
+BASIC_ARGS_FIELDS = ("act", "width_divisor", "width_multiplier")
+HEAD_FIELDS = ("bias", "drop_path", "dropout")
+# a block row as a mapping: each field under its long or its short name
+ROW_FIELDS = {"op": ("op",), "out_channels": ("out_channels", "c"), "stride": ("stride", "s"),
+              "repeats": ("repeats", "n"), "kwargs": ("kwargs",)}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def closed_mapping(value: Any, valid: tuple[str, ...], where: str) -> dict[str, Any]:
+    """``value`` as a mapping whose keys are all in ``valid`` (one line naming the first unknown key)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: must be a mapping, got {type(value).__name__}")
+    unknown = sorted(str(k) for k in value if k not in valid)
+    if unknown:
+        raise SpecError(f"{where}.{key_name(unknown[0])}: unknown field; valid: {', '.join(sorted(valid))}")
+    return dict(value)
 
 
 @dataclass
@@ -39,16 +66,25 @@ class BlockDef:
     @classmethod
     def from_any(cls, row: Any, where: str) -> BlockDef:
         if isinstance(row, dict):
-            try:
-                return cls(
-                    op=row["op"],
-                    out_channels=row["out_channels"] if "out_channels" in row else row["c"],
-                    stride=row.get("stride", row.get("s", 1)),
-                    repeats=row.get("repeats", row.get("n", 1)),
-                    kwargs=dict(row.get("kwargs", {})),
-                )
-            except KeyError as e:
-                raise SpecError(f"{where}: missing field {e.args[0]!r}") from None
+            valid = tuple(name for names in ROW_FIELDS.values() for name in names)
+            unknown = sorted(str(k) for k in row if k not in valid)
+            if unknown:
+                raise SpecError(f"{where}: unknown field {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+            got: dict[str, Any] = {}
+            for field_name, names in ROW_FIELDS.items():
+                given = [n for n in names if n in row]
+                if len(given) > 1:
+                    raise SpecError(f"{where}: give {field_name!r} once, not as both {' and '.join(given)}")
+                if given:
+                    got[field_name] = row[given[0]]
+            for required in ("op", "out_channels"):
+                if required not in got:
+                    raise SpecError(f"{where}: missing field {required!r}")
+            kw = got.get("kwargs", {})
+            if not isinstance(kw, dict):
+                raise SpecError(f"{where}: kwargs must be a mapping, got {kw!r}")
+            return cls(op=got["op"], out_channels=got["out_channels"], stride=got.get("stride", 1),
+                       repeats=got.get("repeats", 1), kwargs=dict(kw))
         if not isinstance(row, (list, tuple)) or not 2 <= len(row) <= 5:
             raise SpecError(f"{where}: expected [op, out_channels, stride, repeats, {{kwargs}}], got {row!r}")
         op, c = row[0], row[1]
@@ -122,9 +158,11 @@ class ArchSpec:
             stages.append([BlockDef.from_any(row, f"{source}: stage {si} block {bi}")
                            for bi, row in enumerate(stage)])
         basic = dict(DEFAULT_BASIC_ARGS)
-        basic.update(data.get("basic_args") or {})
+        basic.update(closed_mapping(data.get("basic_args"), BASIC_ARGS_FIELDS, f"{source}: basic_args"))
         head = dict(DEFAULT_HEAD)
-        head.update(data.get("head") or {})
+        head.update(closed_mapping(data.get("head"), HEAD_FIELDS, f"{source}: head"))
+        if not isinstance(data.get("name", "custom"), (str, int)):
+            raise SpecError(f"{source}: field 'name' must be a string, got {data.get('name')!r}")
         spec = cls(
             stages=stages,
             name=str(data.get("name", "custom")),
@@ -196,47 +234,73 @@ class ArchSpec:
         def bad(where: str, msg: str) -> SpecError:
             return SpecError(f"{source}: {where}: {msg}")
 
-        if not isinstance(self.input_size, int) or isinstance(self.input_size, bool) or self.input_size < 8:
-            raise bad("field 'input_size'", f"must be an integer >= 8, got {self.input_size!r}")
-        if not isinstance(self.in_channels, int) or self.in_channels <= 0:
-            raise bad("field 'in_channels'", f"must be a positive integer, got {self.in_channels!r}")
+        if not _is_int(self.input_size) or not 8 <= self.input_size <= MAX_INPUT_SIZE:
+            raise bad("field 'input_size'", f"must be an integer in 8..{MAX_INPUT_SIZE}, got {self.input_size!r}")
+        if not _is_int(self.in_channels) or not 1 <= self.in_channels <= MAX_CHANNELS:
+            raise bad("field 'in_channels'", f"must be an integer in 1..{MAX_CHANNELS}, got {self.in_channels!r}")
         wd = self.basic_args.get("width_divisor", 8)
-        if not isinstance(wd, int) or wd < 1:
-            raise bad("basic_args.width_divisor", f"must be a positive integer, got {wd!r}")
+        if not _is_int(wd) or not 1 <= wd <= MAX_CHANNELS:
+            raise bad("basic_args.width_divisor", f"must be an integer in 1..{MAX_CHANNELS}, got {wd!r}")
         wm = self.basic_args.get("width_multiplier", 1.0)
-        if not isinstance(wm, (int, float)) or wm <= 0:
-            raise bad("basic_args.width_multiplier", f"must be > 0, got {wm!r}")
+        if not _is_number(wm) or wm <= 0:
+            raise bad("basic_args.width_multiplier", f"must be a finite number > 0, got {wm!r}")
         act = self.basic_args.get("act", "relu")
         from fbnas.nn.layers import ACTIVATIONS
 
-        if act not in ACTIVATIONS:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
             raise bad("basic_args.act", f"unknown activation {act!r}; valid: {sorted(ACTIVATIONS)}")
         dropout = self.head.get("dropout", 0.0)
-        if not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if not _is_number(dropout) or not 0 <= dropout < 1:
             raise bad("head.dropout", f"must be in [0, 1), got {dropout!r}")
         drop_path = self.head.get("drop_path", 0.0)
         if not isinstance(drop_path, (int, float)) or isinstance(drop_path, bool) or not 0 <= drop_path < 1:
             raise bad("head.drop_path", f"must be in [0, 1), got {drop_path!r}")
         if not isinstance(self.head.get("bias", True), bool):
             raise bad("head.bias", f"must be true or false, got {self.head.get('bias')!r}")
+        total = 0
+        expansions: dict[tuple[int, int], float] = {}
         for si, stage in enumerate(self.stages):
             for bi, b in enumerate(stage):
                 where = f"stage {si} block {bi} ({b.op})"
                 if not isinstance(b.op, str):
                     raise bad(f"stage {si} block {bi}", f"field 'op' must be a string, got {b.op!r}")
-                if not isinstance(b.out_channels, int) or isinstance(b.out_channels, bool) or b.out_channels <= 0:
-                    raise bad(where, f"field 'out_channels' must be a positive integer, got {b.out_channels!r}")
-                if b.stride not in (1, 2):
+                if not _is_int(b.out_channels) or not 1 <= b.out_channels <= MAX_CHANNELS:
+                    raise bad(where, f"field 'out_channels' must be an integer in 1..{MAX_CHANNELS}, "
+                                     f"got {b.out_channels!r}")
+                if not _is_int(b.stride) or b.stride not in (1, 2):
                     raise bad(where, f"field 'stride' must be 1 or 2, got {b.stride!r}")
-                if not isinstance(b.repeats, int) or b.repeats < 1:
-                    raise bad(where, f"field 'repeats' must be a positive integer, got {b.repeats!r}")
+                if not _is_int(b.repeats) or not 1 <= b.repeats <= MAX_REPEATS:
+                    raise bad(where, f"field 'repeats' must be an integer in 1..{MAX_REPEATS}, got {b.repeats!r}")
+                total += b.repeats
+                if total > MAX_BLOCKS:
+                    raise bad(where, f"the network has more than {MAX_BLOCKS} blocks")
+                scaled = self.scaled_channels(b.out_channels)
+                if scaled > MAX_CHANNELS:
+                    raise bad(where, f"{b.out_channels} channels times width_multiplier {wm:g} give {scaled}, more "
+                                     f"than {MAX_CHANNELS}")
                 try:
-                    resolve_op(b.op, b.kwargs, self.basic_args)
+                    _, params = resolve_op(b.op, b.kwargs, self.basic_args)
                 except SpecError as e:
                     raise bad(where, str(e)) from None
+                if _is_number(params.get("e")):
+                    expansions[(si, bi)] = float(params["e"])
                 reinf = b.kwargs.get("reinf", 0)
                 if reinf and reinf != self.in_channels:  # input reinforcement reads the network's input image
                     raise bad(where, f"field 'reinf' must be 0 or in_channels ({self.in_channels}), got {reinf!r}")
+        row_of = [(si, bi) for si, stage in enumerate(self.stages) for bi, b in enumerate(stage)
+                  for _ in range(b.repeats)]
+        for blk, (si, bi) in zip(self.expand(), row_of, strict=True):
+            family, params = resolve_op(blk.op, blk.kwargs, self.basic_args)
+            try:
+                family.check_block(blk.in_channels, blk.out_channels, blk.stride, params)
+            except SpecError as e:
+                raise bad(f"stage {si} block {bi} ({blk.op})", str(e)) from None
+            if expansions:
+                e_ratio = expansions.get((si, bi))
+                if e_ratio is not None and e_ratio * blk.in_channels > MAX_CHANNELS:
+                    raise bad(f"stage {si} block {bi} ({blk.op})",
+                              f"expansion e {e_ratio:g} of {blk.in_channels} input channels gives "
+                              f"{e_ratio * blk.in_channels:g} hidden channels, more than {MAX_CHANNELS}")
 
 
 def load_spec(path: str | Path) -> ArchSpec:
@@ -250,9 +314,9 @@ def load_spec(path: str | Path) -> ArchSpec:
         raise SpecError(f"{path}: cannot read the file ({type(e).__name__})") from None
     try:
         if path.suffix in (".yaml", ".yml"):
-            import yaml
+            from fbnas.io import load_yaml
 
-            data = yaml.safe_load(text)
+            data = load_yaml(text)
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 - any parse failure is a user error

@@ -32,6 +32,8 @@ def run(args) -> int:
     from fbnas.cost.counting import count
     from fbnas.errors import FbnasError
     from fbnas.export import calibrate_untrained, export_model, load_source
+    from fbnas.io import check_output
+    from fbnas.search.strategy import checkpoint_arch
 
     for flag, value, low in (("--input-size", args.input_size, 1), ("--num-classes", args.num_classes, 1),
                              ("--batch", args.batch, 1), ("--opset", args.opset, 7), ("--threads", args.threads, 1)):
@@ -39,7 +41,9 @@ def run(args) -> int:
             raise FbnasError(f"{flag} must be >= {low}, got {value}")
     if not args.tolerance >= 0:
         raise FbnasError(f"--tolerance must be >= 0, got {args.tolerance}")
-    src = load_source(args.arch, args.num_classes)
+    check_output(args.out, "--out")  # before any work
+    stopped = checkpoint_arch(args.arch)  # a search without a result: the argmax of its last checkpoint
+    src = load_source(stopped if stopped is not None else args.arch, args.num_classes)
     size = src.spec.input_size if args.input_size is None else args.input_size
     count(src.spec, size, src.num_classes)  # a one-line SpecError when the input is too small for the net
     shape = (args.batch, src.spec.in_channels, size, size)

@@ -25,6 +25,12 @@ def _shape_args(p: argparse.ArgumentParser, space_required: bool = False) -> Non
     p.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
 
 
+def _allow_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-fingerprint", default=None, metavar="FP",
+                   help="use the rows of another device (its 8-digit fingerprint or full name, as `lut show` and "
+                        "the error list them) instead of this machine's")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("lut", help="latency lookup tables: build, show, predict, validate, export-ops, import")
     lsub = p.add_subparsers(dest="lut_command", metavar="ACTION")
@@ -49,6 +55,7 @@ def add_parser(sub) -> None:
     pr.add_argument("--db", required=True)
     pr.add_argument("--num-classes", type=int, default=None)
     _setting_args(pr)
+    _allow_arg(pr)
     add_format_arg(pr)
     pr.set_defaults(func=_predict)
 
@@ -61,6 +68,7 @@ def add_parser(sub) -> None:
     fc.add_argument("--raw", action="store_true",
                     help="fit on the raw times instead of the drift-compensated ones (see validate --raw)")
     _setting_args(fc)
+    _allow_arg(fc)
     add_format_arg(fc)
     fc.set_defaults(func=_fit)
 
@@ -118,17 +126,19 @@ def _table(args):
     _check_positive(threads=args.threads, batch=args.batch)
     return LatencyTable(args.db, backend=args.backend, threads=args.threads, batch=args.batch,
                         channels_last=args.channels_last, num_classes=getattr(args, "num_classes", None),
-                        statistic=args.statistic)
+                        statistic=args.statistic, allow_fingerprint=getattr(args, "allow_fingerprint", None))
 
 
 def _build(args) -> int:
     import time
 
+    from fbnas.io import check_output
     from fbnas.lut import build_table
     from fbnas.lut.measure import check_backend
 
     check_backend(args.backend, args.channels_last, args.statistic)  # before any work
     _check_positive(threads=args.threads, batch=args.batch)
+    check_output(args.db, "--db")
     space = _space(args) if args.space else None
     t0 = time.perf_counter()
     res = build_table(args.db, space=space, specs=args.arch, input_size=args.input_size, backend=args.backend,
@@ -152,15 +162,15 @@ def _show(args) -> int:
     with LutStore(args.db) as store:
         summary = store.summary()
         rows = store.rows() if args.entries else []
-        corrections = {f"{b}/{t}/{st}": store.get_correction(b, t, "contiguous", st) for b, t, st in
-                       {(s["backend"], s["threads"], s["statistic"]) for s in summary}}
+        corrections = {f"{b}/{t}/{st}/{fp}": store.get_correction(b, t, "contiguous", st, dev) for b, t, st, dev, fp in
+                       {(s["backend"], s["threads"], s["statistic"], s["device"], s["fingerprint"]) for s in summary}}
     if args.format == "json":
         print_json({"db": args.db, "groups": summary, "entries": rows,
                     "corrections": {k: v for k, v in corrections.items() if v}})
         return 0
     print(f"{args.db}: fbnas latency table")
     print_table(summary, [("backend", "backend"), ("threads", "threads"), ("statistic", "statistic"),
-                          ("entries", "entries"), ("cpu", "cpu"),
+                          ("entries", "entries"), ("fingerprint", "fingerprint"), ("cpu", "cpu"),
                           ("versions", "versions"), ("last", "last measured")])
     for k, v in corrections.items():
         if v:
@@ -216,10 +226,13 @@ def _fit(args) -> int:
 
 
 def _validate(args) -> int:
-    from fbnas.io import atomic_write_json
+    from fbnas.io import atomic_write_json, check_output
     from fbnas.lut.validate import validate
 
     _check_positive(samples=args.samples, rounds=args.rounds)
+    for flag, path in (("--out", args.out), ("--plot", args.plot)):
+        if path:
+            check_output(path, flag)  # before minutes of measuring
     space = _space(args)
     lut = _table(args)
     try:
@@ -228,7 +241,7 @@ def _validate(args) -> int:
     finally:
         lut.close()
     if args.out:
-        atomic_write_json(args.out, res)
+        atomic_write_json(args.out, res, nonfinite="null")  # an undefined statistic (one network) is null
     if args.format == "json":
         print_json(res)
         return 0
@@ -256,6 +269,9 @@ def _export(args) -> int:
         from fbnas.errors import FbnasError
 
         raise FbnasError("lut export-ops: give a search space (--space) and/or architectures (--arch)")
+    from fbnas.io import check_output
+
+    check_output(args.out, "--out", "folder")
     space = _space(args) if args.space else None
     entries = needed_entries(space, args.arch, args.input_size, args.in_channels, args.num_classes or 1000,
                              args.batch)
@@ -269,9 +285,11 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
+    from fbnas.io import check_output
     from fbnas.lut.export import import_results
 
+    check_output(args.db, "--db")
     res = import_results(args.db, args.results)
     print(f"{args.db}: imported {res['imported']} {res['backend']} entries ({res['threads']} thread(s), "
-          f"{res['cpu']})")
+          f"device {res['device']}, fingerprint {res['fingerprint']})")
     return 0

@@ -25,9 +25,39 @@ def run(strategy, args) -> int:
 
     cfg = load_config(args.config, strategy.config_model, args.preset, args.set)
     if args.resume:
-        cfg = saved_config(strategy, args.out) or cfg  # the run's own resolved config wins
+        saved = saved_config(strategy, args.out)
+        if saved is not None:
+            refuse_changes(saved.to_dict(), cfg.to_dict(), args.out)
+            cfg = saved
     result = run_search(strategy, cfg, args.out, resume=args.resume, log=lambda m: print(m, flush=True),
                         source=str(args.config), overwrite=args.overwrite)
     print(strategy.format_result(result))
     print(f"result: {RunFolder(args.out).file(RunFolder.RESULT)}")
     return 0
+
+
+def changed_fields(saved: dict, given: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """(dotted field, saved value, given value) of every leaf that differs."""
+    out = []
+    for k in list(saved) + [k for k in given if k not in saved]:
+        a, b = saved.get(k), given.get(k)
+        name = f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, name + ".")
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def refuse_changes(saved: dict, given: dict, out: str) -> None:
+    """A resumed search keeps its config: a --config / --preset / --set that changes a field is one line naming
+    the fields (a changed run is a new run: --overwrite or another --out)."""
+    from fbnas.errors import FbnasError
+
+    changed = changed_fields(saved, given)
+    if changed:
+        shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise FbnasError(f"{out}: --resume keeps the run's config.json, and this command line changes it ({shown}"
+                         f"{more}); resume with the run's own settings, or start a new run (--overwrite or "
+                         "another --out)")

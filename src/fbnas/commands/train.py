@@ -20,7 +20,7 @@ RECIPE_OPTIONS = [
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train an architecture on a dataset (checkpoint, metrics, resume)")
     p.add_argument("--arch", help="zoo name, spec file (YAML/JSON) or a search's DIR/result.json")
-    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist | cifar10 | imagefolder")
+    p.add_argument("--data", default=None, help="fashion-mnist (default) | cifar10 | imagefolder")
     p.add_argument("--data-dir", default=None, help="dataset folder (default: $FBNAS_DATA or the system copy)")
     p.add_argument("--image-size", type=int, default=None, help="imagefolder: resize images to this size")
     p.add_argument("--out", help="run folder: config.json, metrics.jsonl, checkpoint.pt")
@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (kept until the new run has written its first checkpoint)")
     p.add_argument("--recipe", default=None, help="recipe file (YAML); command-line options override it")
-    p.add_argument("--val-ratio", type=float, default=0.0, help="hold out this part of the training set")
+    p.add_argument("--val-ratio", type=float, default=None, help="hold out this part of the training set (default 0)")
     for flag, field, typ in RECIPE_OPTIONS:
         p.add_argument(flag, dest=f"r_{field}", type=typ, default=None, metavar=field.upper(),
                        help=f"recipe field {field}")
@@ -57,21 +57,18 @@ def run(args) -> int:
         out = args.out if args.resume is True else args.resume
         if not out:
             raise FbnasError("--resume needs the run folder: --resume DIR (or --out DIR --resume)")
-        ignored = [k for k, v in overrides.items() if v is not None and k not in ("epochs",)]
-        if ignored or args.recipe or args.arch:
-            print("fbnas: note: resuming with the run's own arch and recipe (only --epochs can change)",
-                  file=sys.stderr)
         recipe = None
-        if args.r_epochs is not None:
-            from fbnas.train.checkpoint import load_checkpoint
-
-            saved = load_checkpoint(f"{out}/checkpoint.pt")
-            recipe = Recipe.from_dict(saved["recipe"]).replace(epochs=args.r_epochs)
+        if any(v is not None for v in overrides.values()) or args.recipe or args.arch or args.data \
+                or args.val_ratio is not None or args.image_size is not None:
+            recipe = resume_recipe(args, out, overrides)
         spec = None
     else:
         if not args.arch or not args.out:
             raise FbnasError("train needs --arch NAME_OR_SPEC and --out DIR (or --resume DIR)")
         out = args.out
+        from fbnas.io import check_output
+
+        check_output(out, "--out", "folder")  # before any work
         base = Recipe.load(args.recipe) if args.recipe else Recipe()
         try:
             recipe = base.replace(**overrides)
@@ -81,8 +78,9 @@ def run(args) -> int:
     if args.limit_train is not None and args.limit_train < 1:
         raise FbnasError(f"--limit-train must be >= 1, got {args.limit_train}")
     try:
-        result = train(spec, recipe, args.data, out, data_dir=args.data_dir, resume=bool(args.resume),
-                       val_ratio=args.val_ratio, progress=not args.no_progress, limit_train=args.limit_train,
+        result = train(spec, recipe, args.data or "fashion-mnist", out, data_dir=args.data_dir,
+                       resume=bool(args.resume),
+                       val_ratio=args.val_ratio or 0.0, progress=not args.no_progress, limit_train=args.limit_train,
                        limit_test=args.limit_test, image_size=args.image_size, step_delay=args.step_delay,
                        overwrite=args.overwrite)
     except TrainingInterrupted as e:
@@ -90,3 +88,32 @@ def run(args) -> int:
         return 130
     print_json(result)
     return 0
+
+
+def resume_recipe(args, out: str, overrides: dict):
+    """The recipe a resumed run continues with: its own, with ``--epochs`` applied (safe: the schedule follows).
+    Any other option that differs from the run's own setting is refused in one line naming it."""
+    from fbnas.arch.zoo import resolve_arch
+    from fbnas.errors import FbnasError
+    from fbnas.train import Recipe
+    from fbnas.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(f"{out}/checkpoint.pt")
+    saved = Recipe.from_dict(state["recipe"], source=f"{out}/checkpoint.pt recipe")
+    given = (Recipe.load(args.recipe) if args.recipe else saved).replace(**overrides)
+    mine, theirs = saved.to_dict(), given.to_dict()
+    changed = [f"{k} ({mine[k]!r} -> {theirs[k]!r})" for k in mine if k != "epochs" and mine[k] != theirs[k]]
+    data = dict(state.get("data") or {})
+    for flag, key, value in (("--data", "name", args.data), ("--val-ratio", "val_ratio", args.val_ratio),
+                             ("--image-size", "image_size", args.image_size)):
+        if value is not None and value != data.get(key, 0.0 if key == "val_ratio" else None):
+            changed.append(f"{flag} ({data.get(key)!r} -> {value!r})")
+    if args.arch:
+        a, b = resolve_arch(args.arch).to_dict(), dict(state["arch"])
+        if any(a.get(k) != b.get(k) for k in ("stages", "basic_args", "head")):
+            changed.append(f"--arch ({args.arch} is not the run's architecture)")
+    if changed:
+        raise FbnasError(f"{out}: --resume continues the run with its own settings; only --epochs can change, and "
+                         f"this command line changes {', '.join(changed)}; drop those options, or start a new run "
+                         "(--overwrite or another --out)")
+    return saved.replace(epochs=given.epochs) if args.r_epochs is not None else None

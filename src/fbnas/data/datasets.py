@@ -80,7 +80,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, train: bo
     - ``fashion-mnist``: the four IDX files (gzip or raw) in ``data_dir``, ``$FBNAS_DATA`` or
       /usr/share/datasets/fashion-mnist.
     - ``cifar10``: the python-pickle batch folder (``data_batch_1..5``, ``test_batch``).
-    - ``imagefolder``: ``data_dir/{train,test|val}/<class>/*.png``; images resized to ``image_size`` (default 32).
+    - ``imagefolder``: ``data_dir/{train,test|val}/<class>/*.png``; square images of any size, resized to
+      ``image_size`` (default 32); a non-square image is refused (resizing would stretch it).
     - ``synthetic``: 2048 / 512 generated one-channel images of ``image_size`` (default 28), each class a fixed
       pattern over noise: learnable in a few steps, for tests and examples that must not need a download.
 
@@ -178,6 +179,8 @@ def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> torc
     if len(raw) - header != expected:
         raise DataError(f"{path}: size mismatch: header {list(dims)} needs {expected} bytes of data, "
                         f"file has {len(raw) - header} (truncated or corrupt)")
+    if expected == 0:
+        return torch.empty(dims, dtype=torch.uint8)
     return torch.frombuffer(bytearray(raw[header:]), dtype=torch.uint8).reshape(dims)
 
 
@@ -187,6 +190,11 @@ def _load_fashion_mnist(folder: Path, train: bool) -> ImageTensors:
     lbl_path = _find_idx(folder, f"{prefix}-labels-idx1-ubyte")
     images = read_idx(img_path, IDX_IMAGES_MAGIC)
     labels = read_idx(lbl_path, IDX_LABELS_MAGIC).long()
+    if images.shape[0] == 0:
+        raise DataError(f"{img_path}: holds no images (its header counts 0 items)")
+    if images.shape[1] != images.shape[2] or images.shape[1] == 0:
+        raise DataError(f"{img_path}: images of {images.shape[1]}x{images.shape[2]} pixels; fbnas needs square "
+                        "images of at least 1 pixel")
     if images.shape[0] != labels.shape[0]:
         raise DataError(f"{lbl_path}: {labels.shape[0]} labels but {img_path.name} has {images.shape[0]} images")
     if labels.numel() and int(labels.max()) > 9:
@@ -248,6 +256,9 @@ def _load_imagefolder(folder: Path, train: bool, size: int) -> ImageTensors:
                 continue
             try:
                 with Image.open(f) as im:
+                    if im.width != im.height:
+                        raise DataError(f"{f}: a {im.width}x{im.height} image; imagefolder needs square images "
+                                        f"(they are resized to {size}x{size}, which would stretch this one): crop it")
                     im = im.convert("RGB").resize((size, size), Image.BILINEAR)
                     images.append(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
                                   .reshape(size, size, 3).permute(2, 0, 1))

@@ -13,7 +13,7 @@ import torch
 
 from fbnas.data.datasets import ImageTensors, load_dataset
 from fbnas.data.loader import AugmentConfig, BatchLoader, split_indices
-from fbnas.errors import FbnasError
+from fbnas.errors import DataError, FbnasError
 from fbnas.seeding import make_generator
 
 EVAL_BATCH_SIZE = 1000
@@ -59,6 +59,9 @@ def load_training_data(name: str, data_dir: str | None = None, *, val_ratio: flo
         image_size = input_size  # generated at the architecture's size
     train_set = load_dataset(name, data_dir, train=True, image_size=image_size).subset(limit_train)
     test_set = load_dataset(name, data_dir, train=False, image_size=image_size).subset(limit_test)
+    if tuple(train_set.images.shape[1:]) != tuple(test_set.images.shape[1:]):
+        raise DataError(f"dataset {name!r}: training images are {_shape(train_set)}, test images {_shape(test_set)}; "
+                        "both splits need the same square size and channels")
     test_set.mean, test_set.std = train_set.mean, train_set.std
     if image_size is None and input_size is not None and input_size < train_set.image_size:
         train_set, test_set = train_set.resized(input_size), test_set.resized(input_size)
@@ -70,6 +73,11 @@ def load_training_data(name: str, data_dir: str | None = None, *, val_ratio: flo
             "num_classes": int(train_set.num_classes), "train_samples": len(train_idx),
             "val_samples": len(val_idx), "test_samples": len(test_set)}
     return TrainingData(train_set, test_set, train_idx, val_idx, info)
+
+
+def _shape(data: ImageTensors) -> str:
+    c, h, w = data.images.shape[1:]
+    return f"{c}x{h}x{w}"
 
 
 # ---- searches ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from fbnas.errors import FbnasError
 from fbnas.io import atomic_write_bytes, atomic_write_json
 from fbnas.lut.measure import build_module, check_backend, export_onnx, input_shape
 from fbnas.lut.signature import Entry, entry_from_desc
-from fbnas.lut.store import LutStore
+from fbnas.lut.store import LutStore, device_of, device_tag
 from fbnas.lut.target_script import RESULTS_FORMAT
 
 MANIFEST_FORMAT = "fbnas-lut-ops/1"
@@ -71,10 +71,11 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], int, list[dict[str, 
         where = f"results[{i}]"
         if not isinstance(r, dict) or not isinstance(r.get("block"), dict) or not isinstance(r.get("key"), str):
             raise _bad(path, f"{where}: needs 'key' and 'block'")
-        for f in ("value_ms", "spread_ms"):
+        for f, low in (("value_ms", "> 0"), ("spread_ms", ">= 0")):
             v = r.get(f)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise _bad(path, f"{where}.{f}: must be a finite number >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (
+                    f == "value_ms" and v == 0):
+                raise _bad(path, f"{where}.{f}: must be a finite number {low}, got {v!r}")
         if not isinstance(r.get("samples"), int) or r["samples"] < 1:
             raise _bad(path, f"{where}.samples: must be a positive integer")
         try:
@@ -94,5 +95,7 @@ def import_results(db: str | Path, results_path: str | Path) -> dict[str, Any]:
     statistic = str(fp.get("statistic", "median"))
     check_backend(backend, statistic=statistic)
     with LutStore(db, create=True) as store:
-        n = store.put(rows, backend, threads, fp, statistic)
-    return {"imported": n, "backend": backend, "threads": threads, "cpu": fp.get("cpu"), "statistic": statistic}
+        n = store.put(rows, backend, threads, fp, statistic)  # under the target's device: no other device's rows
+    device = device_of(fp)
+    return {"imported": n, "backend": backend, "threads": threads, "cpu": fp.get("cpu"), "statistic": statistic,
+            "device": device, "fingerprint": device_tag(device)}

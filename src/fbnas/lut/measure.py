@@ -101,6 +101,13 @@ def fingerprint(backend: str, threads: int, statistic: str = "median") -> dict[s
     return fp
 
 
+def this_device() -> str:
+    """The device this machine's rows are stored under (:func:`fbnas.lut.store.device_of`)."""
+    from fbnas.lut.store import device_of
+
+    return device_of({"cpu": target_script.cpu_model(), "machine": platform.machine()})
+
+
 def export_onnx(module: nn.Module, shape: list[int]) -> bytes:
     """Export ``module`` alone with the legacy (TorchScript) exporter; input 'x', output 'y'."""
     buf = io.BytesIO()

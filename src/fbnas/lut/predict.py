@@ -23,9 +23,10 @@ from fbnas.lut.measure import (
     fingerprint,
     input_shape,
     resolve_statistic,
+    this_device,
 )
 from fbnas.lut.signature import Entry, network_entry, placed_entry, spec_entries, unique_entries
-from fbnas.lut.store import LutStore
+from fbnas.lut.store import LutStore, describe_device, device_tag
 from fbnas.seeding import STREAMS
 from fbnas.space.base import DimSpace
 from fbnas.space.registry import load_space
@@ -171,8 +172,12 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
     entries = needed_entries(space, specs, input_size, in_channels, num_classes, batch, channels_last)
     refs = [] if space is None else reference_entries(_resolve_space(space, input_size, in_channels), num_classes,
                                                       batch, channels_last)
-    with LutStore(path, create=True) as store:
-        have = set() if force else set(store.get([e.key for e in entries + refs], backend, threads, statistic))
+    path = Path(path)
+    created = not path.exists()
+    store = LutStore(path, create=True)
+    try:
+        have = set() if force else set(store.get([e.key for e in entries + refs], backend, threads, statistic,
+                                                 device=this_device()))
         missing = [e for e in entries if e.key not in have]
         # the reference networks are re-timed with every batch of new blocks, so both share one stretch of the
         # machine's speed
@@ -180,8 +185,31 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
         if timed:
             measure_entries(store, timed, backend, threads, channels_last, progress, rounds=rounds,
                             statistic=statistic)
+    except BaseException:
+        empty = created and _count_quietly(store) == 0
+        store.close()
+        if empty:  # a build that failed before its first measured chunk leaves no empty table behind
+            remove_database(path)
+        raise
+    store.close()
     return {"measured": len(missing), "skipped": len(entries) - len(missing), "total": len(entries),
             "references": len(timed) - len(missing)}
+
+
+def _count_quietly(store: LutStore) -> int:
+    try:
+        return store.count()
+    except FbnasError:
+        return -1
+
+
+def remove_database(path: Path) -> None:
+    """Delete an SQLite file with its WAL and shared-memory companions."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
 
 
 # ---- predicting -----------------------------------------------------------------------------------
@@ -189,7 +217,8 @@ class LatencyTable:
     """Read side of a LUT for one backend / thread count / batch / memory format."""
 
     def __init__(self, path: str | Path, backend: str = "torch", threads: int = 1, batch: int = 1,
-                 channels_last: bool = False, num_classes: int | None = None, statistic: str = "auto") -> None:
+                 channels_last: bool = False, num_classes: int | None = None, statistic: str = "auto",
+                 allow_fingerprint: str | None = None) -> None:
         check_backend(backend, channels_last, statistic)
         self.statistic = resolve_statistic(statistic, threads)
         check_statistic_threads(self.statistic, threads)
@@ -198,7 +227,31 @@ class LatencyTable:
         self.channels_last = channels_last
         self.num_classes = num_classes
         self.store = LutStore(self.path)
-        self.correction = self.store.get_correction(backend, self.threads, memory_format(channels_last), self.statistic)
+        self.here = this_device()
+        try:
+            self.device = self._allowed(allow_fingerprint) if allow_fingerprint else self.here
+        except FbnasError:
+            self.store.close()
+            raise
+        self.allow_fingerprint = allow_fingerprint
+        self.correction = self.store.get_correction(backend, self.threads, memory_format(channels_last), self.statistic,
+                                                    self.device)
+
+    def _allowed(self, fp: str) -> str:
+        """The device ``fp`` names (its full name or its 8-digit fingerprint) among the table's devices."""
+        devices = self.store.devices(self.backend, self.threads, self.statistic)
+        for d in devices:
+            if fp in (d, device_tag(d)):
+                return d
+        have = ", ".join(describe_device(d) for d in devices) or "none"
+        raise FbnasError(f"{self.path}: --allow-fingerprint {fp}: no {self.backend} {self.threads}-thread "
+                         f"{self.statistic} rows of that device; the table has: {have}")
+
+    def info(self) -> dict[str, Any]:
+        """What a result records about the table it used."""
+        return {"path": str(self.path), "backend": self.backend, "threads": self.threads,
+                "statistic": self.statistic, "device": self.device, "fingerprint": device_tag(self.device),
+                "allowed_fingerprint": self.allow_fingerprint}
 
     def close(self) -> None:
         self.store.close()
@@ -225,7 +278,7 @@ class LatencyTable:
             return int(self.num_classes)
         d = cls_entry.desc
         sizes = set()
-        for r in self.store.rows(self.backend, self.threads, self.statistic):
+        for r in self.store.rows(self.backend, self.threads, self.statistic, self.device):
             b = r["block"]
             if b.get("kind") == "classifier" and all(b.get(k) == d[k] for k in ("cin", "h", "w", "batch",
                                                                                  "memory_format")):
@@ -242,7 +295,25 @@ class LatencyTable:
         return (make(classes) if classes != 1000 else first), classes
 
     def _lookup(self, entries: list[Entry], build_cmd: str) -> dict[str, dict[str, Any]]:
-        rows = self.store.get([e.key for e in entries], self.backend, self.threads, self.statistic)
+        """The rows of ``entries``, all of one device: this machine's, or the one ``allow_fingerprint`` names.
+        Rows of other devices never fill the gaps: a gap they could fill is a one-line error naming both."""
+        found = self.store.by_device([e.key for e in entries], self.backend, self.threads, self.statistic)
+        rows = found.get(self.device, {})
+        missing = [e for e in entries if e.key not in rows]
+        others = {d: r for d, r in found.items() if d != self.device and r}
+        if missing and others:
+            other = max(others, key=lambda d: len(others[d]))
+            who = "the requested device" if self.allow_fingerprint else "this machine"
+            what = (f"{self.path}: the {self.backend} {self.threads}-thread {self.statistic} rows this needs "
+                    f"{'come from two devices' if rows else 'were measured on another device'}: ")
+            if rows:
+                what += (f"{len(rows)} of {describe_device(self.device)} ({who}) and {len(others[other])} of "
+                         f"{describe_device(other)}")
+            else:
+                what += f"{describe_device(other)}, not {describe_device(self.device)} ({who})"
+            raise FbnasError(f"{what}; a prediction uses one device's rows: measure them here (`{build_cmd}`) or "
+                             f"pass --allow-fingerprint {device_tag(other)} (search config: lut.allow_fingerprint) "
+                             "to use that device's")
         for e in entries:
             if e.key not in rows:
                 raise FbnasError(f"{self.path}: no {self.backend} {self.threads}-thread {self.statistic} latency for "

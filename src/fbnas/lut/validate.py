@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from fbnas.errors import FbnasError
 from fbnas.lut import correction
 from fbnas.lut.measure import Runner, build_module, input_shape
 from fbnas.lut.predict import (
@@ -62,7 +63,8 @@ def measure_networks(space: DimSpace, samples: list[Sample], lut: LatencyTable, 
     """
     runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
     refs = reference_entries(space, num_classes, lut.batch, lut.channels_last)
-    stored = lut.store.get([e.key for e in list(anchors) + refs], lut.backend, lut.threads, lut.statistic)
+    stored = lut.store.get([e.key for e in list(anchors) + refs], lut.backend, lut.threads, lut.statistic,
+                           device=lut.device)
     anchor_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
     anchor_ms = sum(float(stored[k]["value_ms"]) for k in anchor_items)
     items = {}
@@ -120,6 +122,9 @@ def fit_correction(lut: LatencyTable, space: DimSpace, samples: int, seed: int =
     With ``compensate_drift`` (default) the fit uses the drift-compensated times (see :func:`measure_networks`),
     so a correction fitted while the shared machine ran slow does not learn that moment's slowdown.
     """
+    if lut.device != lut.here:
+        raise FbnasError(f"{lut.path}: fit-correction measures networks on this machine, so it needs this "
+                         "machine's rows, not --allow-fingerprint's")
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
     lut.cost_model(space)  # every candidate present? else one error naming the `lut build --space` command
@@ -132,7 +137,8 @@ def fit_correction(lut: LatencyTable, space: DimSpace, samples: int, seed: int =
                    "drift_compensated": compensate_drift,
                    **_space_info(space), "seed": seed, "stream": FIT_STREAM,
                    "fit_samples": chosen, "num_classes": classes})
-    lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic)
+    lut.store.set_correction(lut.backend, lut.threads, memory_format(lut.channels_last), params, lut.statistic,
+                             lut.device)
     lut.correction = params
     return {k: v for k, v in params.items() if k != "fit_samples"}
 
@@ -146,6 +152,9 @@ def validate(lut: LatencyTable, space: DimSpace, samples: int, seed: int = 0, nu
     networks, :func:`measure_networks`); the metrics against the raw times are always reported under ``raw``,
     with ``load_factor`` and ``level_factor``.
     """
+    if lut.device != lut.here:
+        raise FbnasError(f"{lut.path}: fit-correction measures networks on this machine, so it needs this "
+                         "machine's rows, not --allow-fingerprint's")
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
     lut.cost_model(space)  # every candidate present? else one error naming the `lut build --space` command

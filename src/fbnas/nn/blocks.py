@@ -139,6 +139,18 @@ class IRFamily(OpFamily):
     def build(self, cin, cout, stride, p):
         return IRFBlock(cin, cout, stride, p)
 
+    def check_block(self, cin, cout, stride, p):
+        mid, _ = ir_channels(cin, p)
+        _check_groups("pw_groups", p["pw_groups"], mid, "expanded")
+        if mid != cin or p["always_pw"]:
+            _check_groups("pw_groups", p["pw_groups"], cin, "input")
+        _check_groups("pwl_groups", p["pwl_groups"], mid, "expanded")
+        _check_groups("pwl_groups", p["pwl_groups"], cout, "output")
+        pad = p["dw_padding"]
+        if pad is not None and cin == cout and stride == 1 and pad != p["k"] // 2:
+            raise SpecError(f"field 'dw_padding' {pad} would change the feature size of this stride-1 residual "
+                            f"block (k {p['k']} keeps it with {p['k'] // 2})")
+
     def shapes(self, cin, cout, stride, h, w, p):
         mid, se_mid = ir_channels(cin, p)
         k, bias, prelu = p["k"], p["bias"], has_params(p["act"])

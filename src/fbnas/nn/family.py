@@ -8,6 +8,7 @@ registry's read side and loads every family module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -86,8 +87,13 @@ class OpFamily:
                 v = basic_args.get("act", "relu")
             if isinstance(v, list) and key == "dw_padding":  # mobile-vision writes [p, p]
                 v = v[0] if v else None
-            if not p.check(v):
+            try:
+                ok = bool(p.check(v))
+            except (TypeError, ValueError):  # e.g. a list where a name is expected: not a valid value either
+                ok = False
+            if not ok:
                 raise SpecError(f"field {key!r} must be {p.expect}, got {v!r}")
+            check_bounds(key, v)
             out[key] = v
         out["width_divisor"] = int(basic_args.get("width_divisor", 8))
         return out
@@ -95,10 +101,31 @@ class OpFamily:
     def build(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    def check_block(self, cin: int, cout: int, stride: int, p: dict[str, Any]) -> None:
+        """Raise SpecError when these resolved parameters cannot compute at these channels / stride (called by
+        spec validation for every block, so such a spec is refused before anything is built)."""
+
     def shapes(self, cin: int, cout: int, stride: int, h: int, w: int,
                p: dict[str, Any]) -> tuple[list[ConvShape], int, int]:
         """Conv layers of the block at input ``h x w`` and the output size."""
         raise NotImplementedError
+
+
+def check_bounds(key: str, v: Any) -> None:
+    """What every op parameter obeys beyond its own check: numbers finite, integers at most MAX_CHANNELS,
+    kernels at most MAX_KERNEL, expansions at most MAX_EXPANSION (:mod:`fbnas.channels`)."""
+    from fbnas.channels import MAX_CHANNELS, MAX_EXPANSION, MAX_KERNEL
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return
+    if isinstance(v, float) and not math.isfinite(v):
+        raise SpecError(f"field {key!r} must be a finite number, got {v!r}")
+    if key in ("k", "dw_k") and v > MAX_KERNEL:
+        raise SpecError(f"field {key!r} must be at most {MAX_KERNEL}, got {v!r}")
+    if key == "e" and v > MAX_EXPANSION:
+        raise SpecError(f"field {key!r} must be at most {MAX_EXPANSION:g}, got {v!r}")
+    if isinstance(v, int) and abs(v) > MAX_CHANNELS:
+        raise SpecError(f"field {key!r} must be at most {MAX_CHANNELS}, got {v!r}")
 
 
 FAMILIES: dict[str, OpFamily] = {}

@@ -2,9 +2,12 @@
 DMaskingNAS; seed 000): warm-up epochs train only the weights, then every epoch trains the weights (SGD,
 cosine) on the weight split and the architecture on the other split through an :class:`ArchitectureUpdate`.
 
-Every epoch ends with an atomic checkpoint (weights, optimizers, schedule, RNG states, history), the epoch's
-row of ``metrics.jsonl``, ``theta_history.json`` and the probability heatmap, all rewritten from the
-checkpoint's history; ``--resume`` continues bit-exactly on CPU.
+A fresh search first checkpoints its initial state; every epoch then ends with an atomic checkpoint (weights,
+optimizers, schedule, RNG states, history, the argmax architecture), the epoch's row of ``metrics.jsonl``,
+``theta_history.json`` and the probability heatmap, all rewritten from the checkpoint's history; ``--resume``
+continues bit-exactly on CPU. Every loss is checked as it is computed and every metric and state tensor before
+a checkpoint is written (:mod:`fbnas.guards`): a search that diverges stops with one line and keeps its last
+finite checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fbnas.runs import RunFolder
+from fbnas.errors import DivergenceError
+from fbnas.guards import NonFinite, check_loss, describe_names, nonfinite_metrics, nonfinite_tensors
+from fbnas.runs import RunFolder, load_module_state, restoring
 from fbnas.search.config import SearchConfig
 from fbnas.search.history import save_probability_heatmap, theta_history
 from fbnas.search.loss import dnas_loss
@@ -50,9 +55,11 @@ def train_weights(net: Supernet, loader, opt, sched, update: ArchitectureUpdate,
         if full:
             loss, parts = dnas_loss(logits, y, cost_model.expected(sample.weights), cfg.loss)
             ce = parts["ce"]
+            check_loss(float(loss.detach()), "the weight loss", i, n_batches)
         else:
             loss = F.cross_entropy(logits, y)
             ce = float(loss.detach())
+        check_loss(ce, "the weight cross-entropy", i, n_batches)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -101,39 +108,88 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
     history: list[dict] = []
     theta_epochs: list[dict] = []
     start_epoch, elapsed = 0, 0.0
+    arch_ids = {id(p) for p in arch_params}
+    theta_names = {f"model.{n}" for n, p in net.named_parameters() if id(p) in arch_ids}
+
+    def checkpoint(epoch: int) -> None:
+        folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
+                                "arch_update": update.state_dict(), "sched_weights": sched_w.state_dict(),
+                                "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
+                                "elapsed_s": elapsed, "config": cfg.to_dict(),
+                                "argmax_choices": [int(c) for c in net.argmax_choices()]}, initial=epoch < 0)
+        write_history_files(folder, history, theta_epochs, dim_names, labels)
+
     if resuming:
         ck = folder.load_checkpoint()
-        net.load_state_dict(ck["model"])
-        opt_w.load_state_dict(ck["opt_weights"])
-        update.load_state_dict(ck["arch_update"])
-        sched_w.load_state_dict(ck["sched_weights"])
-        set_rng_state(ck["rng"])
-        history, theta_epochs = ck["history"], ck["theta_epochs"]
-        start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
+        source = folder.file(folder.CHECKPOINT)
+        with restoring(source):
+            load_module_state(net, ck["model"], source)
+            opt_w.load_state_dict(ck["opt_weights"])
+            update.load_state_dict(ck["arch_update"])
+            sched_w.load_state_dict(ck["sched_weights"])
+            set_rng_state(ck["rng"])
+            history, theta_epochs = list(ck["history"]), list(ck["theta_epochs"])
+            start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
         write_history_files(folder, history, theta_epochs, dim_names, labels)
-        log(f"resuming {folder.path} after epoch {start_epoch - 1}")
+        log(f"resuming {folder.path} after epoch {start_epoch - 1}" if start_epoch else
+            f"resuming {folder.path} from its initial state")
+    else:
+        checkpoint(-1)  # the initial state: a search that stops in its first epoch still has one to keep
 
     for epoch in range(start_epoch, cfg.schedule.epochs):
         t0 = time.perf_counter()
         search_epoch = epoch >= cfg.schedule.warmup_epochs
         phase = "search" if search_epoch else "warmup"
         rec: dict[str, Any] = {"epoch": epoch, **update.epoch_info(epoch), "phase": phase}
-        rec.update(train_weights(net, w_loader, opt_w, sched_w, update, cost_model, cfg, epoch))
-        if search_epoch:
-            rec.update(update.train_epoch(net, t_loader, epoch))
+        try:
+            rec.update(train_weights(net, w_loader, opt_w, sched_w, update, cost_model, cfg, epoch))
+            if search_epoch:
+                rec.update(update.train_epoch(net, t_loader, epoch))
+        except NonFinite as e:
+            raise search_diverged(cfg, epoch, e.where, str(e), e.phase, rec.get("tau")) from None
         rec["argmax_cost"] = cost_model.of_choices(net.argmax_choices())
         rec["lr"] = opt_w.param_groups[0]["lr"]
         elapsed += time.perf_counter() - t0
         rec["elapsed_s"] = round(elapsed, 3)
+        check_epoch(cfg, epoch, rec, {"model": net.state_dict(), "opt_weights": opt_w.state_dict()["state"],
+                                      "arch_update": update.state_dict()}, theta_names)
         history.append(rec)
         theta_epochs.append({"epoch": epoch, "tau": rec.get("tau"), "theta": [t.detach().tolist() for t in arch_params],
                              "probs": [p.tolist() for p in net.probabilities()]})
-        folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
-                                "arch_update": update.state_dict(), "sched_weights": sched_w.state_dict(),
-                                "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
-                                "elapsed_s": elapsed, "config": cfg.to_dict()})
-        write_history_files(folder, history, theta_epochs, dim_names, labels)
+        checkpoint(epoch)
         log(epoch_line(rec, cost_model.unit))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return None
     return history
+
+
+THETA_METRICS = ("t_loss", "t_ce", "t_acc", "t_cost", "t_cost_pull")
+
+
+def check_epoch(cfg: SearchConfig, epoch: int, rec: dict[str, Any], state: dict[str, Any],
+                theta_names: set[str] = frozenset()) -> None:
+    """Before the epoch's checkpoint: every metric of ``rec`` and every tensor of ``state`` finite
+    (``theta_names``: the architecture parameters' names in ``state``, to name the likely cause)."""
+    bad = nonfinite_metrics(rec)
+    if bad:
+        phase = "theta" if all(k in THETA_METRICS for k in bad) else "weights"
+        raise search_diverged(cfg, epoch, "", f"{describe_names(bad)} {'is' if len(bad) == 1 else 'are'} "
+                              f"{rec[bad[0]]}", phase, rec.get("tau"))
+    names = nonfinite_tensors(state)
+    if names:
+        theta = all(n in theta_names or n.startswith("arch_update") for n in names)
+        raise search_diverged(cfg, epoch, "", f"the state is not finite ({describe_names(names)})",
+                              "theta" if theta else "weights", rec.get("tau"))
+
+
+def search_diverged(cfg: SearchConfig, epoch: int, where: str, what: str, phase: str,
+                    tau: float | None) -> DivergenceError:
+    """The stop message (epoch, value, likely cause); :func:`fbnas.search.strategy.run_search` adds the run
+    folder and what it kept."""
+    if phase == "weights":
+        cause = f"weights_optimizer.lr {cfg.weights_optimizer.lr:g} is too high"
+    else:
+        t = f" or the Gumbel temperature {tau:.3g} too low" if tau is not None else ""
+        cause = f"theta_optimizer.lr {cfg.theta_optimizer.lr:g} is too high{t} (or the cost term: loss.*)"
+    at = f" ({where})" if where else ""
+    return DivergenceError(f"search diverged in epoch {epoch}{at}: {what}; likely cause: {cause}")

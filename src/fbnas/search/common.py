@@ -31,7 +31,8 @@ def load_latency_table(cfg: SearchConfig, space, num_classes: int, log: Callable
             log(f"latency table {path}: measured {stats['measured']} new entries")
     elif not path.exists():
         raise FbnasError(f"lut.path: {path} not found (set lut.build: true to measure it)")
-    return LatencyTable(path, backend=cfg.lut.backend, threads=cfg.lut.threads, num_classes=num_classes)
+    return LatencyTable(path, backend=cfg.lut.backend, threads=cfg.lut.threads, num_classes=num_classes,
+                        allow_fingerprint=cfg.lut.allow_fingerprint)
 
 
 def cost_model_for(cfg: SearchConfig, space, num_classes: int, lut) -> TermCostModel:

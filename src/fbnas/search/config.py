@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from fbnas.config import StrictModel
 from fbnas.search.loss import LossConfig
@@ -64,6 +64,9 @@ class LutSection(StrictModel):
     backend: str = "torch"  # torch | onnxruntime
     threads: PositiveInt = 1  # threads the table was (or is) measured with
     build: bool = True  # measure the entries the space needs and the table lacks, first
+    # use the rows of another device (its 8-digit fingerprint or full name, as `fbnas lut show` lists them)
+    # instead of this machine's; recorded in result.json (lut.allowed_fingerprint)
+    allow_fingerprint: str | None = None
 
 
 class ResultSection(StrictModel):
@@ -92,16 +95,15 @@ class RetrainSection(StrictModel):
     limit_train: PositiveInt | None = None  # train on the first N training images (None: all)
     samples: NonNegativeInt = 0  # also retrain this many architectures sampled from the learned distribution
 
-    @field_validator("recipe")
-    @classmethod
-    def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+    @model_validator(mode="after")
+    def _valid_recipe(self) -> RetrainSection:
         from fbnas.train.recipe import Recipe, RecipeError
 
-        try:
-            Recipe.from_dict({**v, "epochs": v.get("epochs", 1)}, "recipe")
+        try:  # the recipe the retraining uses: its epochs are this section's
+            Recipe.from_dict({**self.recipe, "epochs": self.epochs}, "recipe")
         except RecipeError as e:
             raise ValueError(str(e)) from None
-        return v
+        return self
 
 
 class BaselineSection(StrictModel):

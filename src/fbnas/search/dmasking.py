@@ -164,6 +164,7 @@ def build_result(net: DMaskingSupernet, space: MaskingSpace, cfg: DMaskingConfig
         "cost": {"kind": cost_model.kind, "unit": cost_model.unit, "value": cost_model.of_choices(choices),
                  "target": cfg.loss.target if cfg.loss.form == "target" else None, "space_min": lo, "space_max": hi},
         "num_classes": net.num_classes,
+        **({"lut": lut.info()} if lut is not None else {}),
         "space": cfg.space,
         "samples": sampled_archs(space, probs, cfg.result.samples, cfg.seed, net.num_classes, "dmasking",
                                  cost_model, latency_fn),

@@ -120,6 +120,7 @@ def build_result(net: Supernet, space: LayerwiseSpace, cfg: DnasConfig, cost_mod
         "cost": {"kind": cost_model.kind, "unit": cost_model.unit, "value": best_cost},
         **extra,
         "num_classes": num_classes,
+        **({"lut": lut.info()} if lut is not None else {}),
         "space": cfg.space.to_dict(),
         "samples": sampled_archs(space, probs, cfg.result.samples, cfg.seed, num_classes, "dnas", cost_model,
                                  latency_fn, caps),

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from fbnas.errors import FbnasError
-from fbnas.runs import RunFolder
+from fbnas.errors import DivergenceError, FbnasError
+from fbnas.runs import RunFolder, restoring
 from fbnas.search.config import SearchConfig
 from fbnas.space.base import DimSpace
 
@@ -76,9 +76,18 @@ def run_search(strategy: Strategy, cfg: SearchConfig, out: str | Path, resume: b
     resuming = folder.prepare(resume, overwrite)
     try:
         return _search(strategy, cfg, folder, resuming, log, stop_after_epoch, source)
+    except DivergenceError as e:
+        raise folder.diverged(e, lambda state: _kept(folder, state)) from None
     except BaseException:
         folder.restore_replaced()
         raise
+
+
+def _kept(folder: RunFolder, state: dict[str, Any]) -> str:
+    epoch = int(state.get("epoch", -1))
+    when = "its initial state" if epoch < 0 else f"after epoch {epoch}"
+    return (f"{when}; it resumes, repeating these steps, and `fbnas export {folder.path}` exports its "
+            "architecture; search again with a lower lr: --overwrite")
 
 
 def _search(strategy: Strategy, cfg: SearchConfig, folder: RunFolder, resuming: bool, log: Callable[[str], Any],
@@ -89,6 +98,8 @@ def _search(strategy: Strategy, cfg: SearchConfig, folder: RunFolder, resuming: 
     resolved = cfg.to_dict()
     if resuming:
         saved = folder.read_config()
+        if saved is not None:  # read through the model: fields added since the run started take their defaults
+            saved = type(cfg).parse(saved, str(folder.file(folder.CONFIG))).to_dict()
         if saved is not None and saved != resolved:
             changed = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
             raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json "
@@ -110,3 +121,32 @@ def saved_config(strategy: Strategy, out: str | Path) -> SearchConfig | None:
         return None
     saved = folder.read_config()
     return None if saved is None else strategy.config_model.parse(saved, str(folder.file(folder.CONFIG)))
+
+
+def checkpoint_arch(path: str | Path) -> Any | None:
+    """The architecture a search run folder without a result (stopped, or still running) holds now: the argmax
+    of its last checkpoint, built from its config.json; None when ``path`` is not such a folder (or its
+    ``checkpoint.pt``). Lets ``fbnas export DIR`` export what a stopped search found so far."""
+    p = Path(path)
+    if p.name == RunFolder.CHECKPOINT and p.is_file():
+        p = p.parent
+    folder = RunFolder(p, "search")
+    if not p.is_dir() or folder.is_finished or not folder.has_checkpoint:
+        return None
+    manifest = folder.read_json(folder.MANIFEST)
+    if not isinstance(manifest, dict) or manifest.get("kind") != "search":
+        return None
+    ckpt = folder.file(folder.CHECKPOINT)
+    state = folder.load_checkpoint()
+    saved = folder.read_config()
+    if not isinstance(saved, dict) or not isinstance(saved.get("strategy"), str):
+        raise FbnasError(f"{folder.file(folder.CONFIG)}: damaged run file (no strategy)")
+    strategy = get_strategy(saved["strategy"])
+    cfg = strategy.config_model.parse(saved, str(folder.file(folder.CONFIG)))
+    choices = state.get("argmax_choices")
+    if not isinstance(choices, list):
+        raise FbnasError(f"{ckpt}: the checkpoint names no architecture (written before fbnas recorded one)")
+    space = strategy.space(cfg)
+    with restoring(ckpt):
+        sample = space.from_indices(choices)
+        return space.build(sample, name=f"{strategy.name}_checkpoint").arch

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fbnas.guards import check_loss
 from fbnas.search.gumbel import temperature
 from fbnas.search.loss import LossConfig, dnas_loss
 from fbnas.search.protocols import ArchSample, CostModel, Supernet
@@ -103,6 +104,7 @@ class GumbelUpdate:
                 logits = net(x, sample)
                 cost = self.cost_model.expected(sample.weights)
                 loss, parts = dnas_loss(logits, y, cost, self.loss)
+                check_loss(float(loss.detach()), "the architecture loss", i, n_batches, "theta")
                 g_cost = cost_gradient(logits, y, cost, self.loss, params)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fbnas.arch.spec import ArchSpec, BlockDef
+from fbnas.arch.spec import BASIC_ARGS_FIELDS, HEAD_FIELDS, ArchSpec, BlockDef, closed_mapping
 from fbnas.errors import SpecError
 from fbnas.space.base import Built, CostTerm, DimSpace, Sample
 from fbnas.space.dims import Choice, Dim
@@ -130,6 +130,12 @@ class LayerwiseSpace(DimSpace):
 
 
 # ---- loading --------------------------------------------------------------------------------------
+def _first_stride(stage: dict) -> int:
+    rows = stage["fixed"]
+    first = rows[0] if isinstance(rows[0], (list, dict)) else rows
+    return int(BlockDef.from_any(first, "stage").stride)
+
+
 _SPACE_FIELDS = {"name", "input_size", "in_channels", "basic_args", "head", "candidates", "stages", "kind"}
 
 
@@ -149,10 +155,18 @@ def _auto_strides(strides: list[int], input_size: int, reference_size: int) -> l
     return out
 
 
+def _int(value: Any, where: str, low: int, high: int) -> int:
+    """An integer field of a space file in ``low..high`` (not a bool, not a float), else one line."""
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SpecError(f"{where}: must be an integer in {low}..{high}, got {value!r}")
+    return value
+
+
 def layerwise_from_dict(data: Any, source: str = "space", input_size: int | None = None,
                         in_channels: int | None = None, width_multiplier: float | None = None,
                         strides: list[int] | None = None) -> LayerwiseSpace:
     """A layer-wise space from its YAML mapping, scaled to ``input_size`` / width / strides."""
+    from fbnas.channels import MAX_CHANNELS, MAX_INPUT_SIZE, MAX_REPEATS
     from fbnas.nn.ops import resolve_op
 
     if not isinstance(data, dict) or "stages" not in data:
@@ -160,6 +174,13 @@ def layerwise_from_dict(data: Any, source: str = "space", input_size: int | None
     unknown = sorted(set(data) - _SPACE_FIELDS)
     if unknown:
         raise SpecError(f"{source}: unknown field(s) {unknown}; valid: {', '.join(sorted(_SPACE_FIELDS))}")
+    closed_mapping(data.get("basic_args"), BASIC_ARGS_FIELDS, f"{source}: basic_args")
+    closed_mapping(data.get("head"), HEAD_FIELDS, f"{source}: head")
+    if data.get("candidates") is not None and not isinstance(data["candidates"], dict):
+        raise SpecError(f"{source}: candidates: must be a mapping, got {type(data['candidates']).__name__}")
+    if width_multiplier is not None and not (isinstance(width_multiplier, (int, float))
+                                             and math.isfinite(width_multiplier) and width_multiplier > 0):
+        raise SpecError(f"{source}: width_multiplier: must be a finite number > 0, got {width_multiplier!r}")
     cand_sets: dict[str, list[Candidate]] = {}
     for set_name, entries in (data.get("candidates") or {}).items():
         if not isinstance(entries, dict) or not entries:
@@ -180,13 +201,35 @@ def layerwise_from_dict(data: Any, source: str = "space", input_size: int | None
         extra = sorted(set(s) - allowed)
         if extra:
             raise SpecError(f"{source}: stage {si}: unknown field(s) {extra}; valid: {', '.join(sorted(allowed))}")
-    base_size = int(data.get("input_size", 224))
-    size = int(input_size or base_size)
-    st = [int((s.get("fixed") or [None, None, 1])[2]) if "fixed" in s else int(s.get("s", 1)) for s in raw_stages]
+        if "fixed" in s:
+            rows = s["fixed"]
+            if isinstance(rows, dict):
+                rows = s["fixed"] = [rows]
+            if not isinstance(rows, list) or not rows or (isinstance(rows[0], (list, dict)) and not all(
+                    isinstance(r, (list, dict)) for r in rows)):
+                raise SpecError(f"{source}: stage {si}: fixed must be a block row [op, c, s, n, {{kwargs}}] or a "
+                                "list of them")
+            first = BlockDef.from_any(rows[0] if isinstance(rows[0], (list, dict)) else rows, f"{source}: stage {si}")
+            _int(first.stride, f"{source}: stage {si}: stride", 1, 2)
+        else:
+            if "c" not in s:
+                raise SpecError(f"{source}: stage {si}: a search stage needs 'c' (its channels)")
+            _int(s["c"], f"{source}: stage {si}: c", 1, MAX_CHANNELS)
+            _int(s.get("s", 1), f"{source}: stage {si}: s", 1, 2)
+            _int(s.get("n", 1), f"{source}: stage {si}: n", 1, MAX_REPEATS)
+            if not isinstance(s["search"], str):
+                raise SpecError(f"{source}: stage {si}: search must name a candidate set, got {s['search']!r}")
+    base_size = _int(data.get("input_size", 224), f"{source}: input_size", 8, MAX_INPUT_SIZE)
+    size = base_size if input_size is None else _int(input_size, f"{source}: input_size", 8, MAX_INPUT_SIZE)
+    if in_channels is not None:
+        _int(in_channels, f"{source}: in_channels", 1, MAX_CHANNELS)
+    _int(data.get("in_channels", 3), f"{source}: in_channels", 1, MAX_CHANNELS)
+    st = [_first_stride(s) if "fixed" in s else int(s.get("s", 1)) for s in raw_stages]
     if strides is not None:
-        if len(strides) != len(raw_stages):
-            raise SpecError(f"{source}: strides needs {len(raw_stages)} entries (one per stage), got {len(strides)}")
-        st = [int(s) for s in strides]
+        if not isinstance(strides, list) or len(strides) != len(raw_stages):
+            n = len(strides) if isinstance(strides, list) else strides
+            raise SpecError(f"{source}: strides needs {len(raw_stages)} entries (one per stage), got {n!r}")
+        st = [_int(v, f"{source}: strides[{i}]", 1, 2) for i, v in enumerate(strides)]
     else:
         st = _auto_strides(st, size, base_size)
     basic = dict(data.get("basic_args") or {})
@@ -197,7 +240,7 @@ def layerwise_from_dict(data: Any, source: str = "space", input_size: int | None
                            head=dict(data.get("head") or {"dropout": 0.2}))
     for si, s in enumerate(raw_stages):
         if "fixed" in s:
-            rows = s["fixed"] if isinstance(s["fixed"][0], list) else [s["fixed"]]
+            rows = s["fixed"] if isinstance(s["fixed"][0], (list, dict)) else [s["fixed"]]
             defs = [BlockDef.from_any(r, f"{source}: stage {si}") for r in rows]
             defs[0].stride = st[si]
             space.stages.append(("fixed", defs))

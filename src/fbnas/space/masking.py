@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fbnas.arch.spec import ArchSpec, BlockDef
-from fbnas.channels import make_divisible
-from fbnas.errors import FbnasError
+from fbnas.channels import MAX_CHANNELS, MAX_EXPANSION, MAX_REPEATS, make_divisible
+from fbnas.errors import FbnasError, key_name
 from fbnas.space.base import Built, DimSpace, Sample
 from fbnas.space.dims import Choice, Dim
 
@@ -142,6 +142,8 @@ def _ints(v: Any, where: str, positive: bool = True) -> list[int]:
         raise FbnasError(f"{where}: must be an integer or a non-empty list of integers, got {v!r}")
     if positive and min(v) < 1:
         raise FbnasError(f"{where}: values must be >= 1, got {v!r}")
+    if max(v) > MAX_CHANNELS:
+        raise FbnasError(f"{where}: values must be at most {MAX_CHANNELS}, got {max(v)}")
     return list(v)
 
 
@@ -165,9 +167,9 @@ _FIELDS = {"name", "kind", "input_size", "in_channels", "resolutions", "width_di
 
 
 def _known(node: dict, valid: set[str], where: str, source: str) -> None:
-    extra = sorted(set(node) - valid)
+    extra = sorted(str(k) for k in set(node) - valid)
     if extra:
-        raise FbnasError(f"{source}: {where}.{extra[0]}: unknown field; valid: {', '.join(sorted(valid))}")
+        raise FbnasError(f"{source}: {where}.{key_name(extra[0])}: unknown field; valid: {', '.join(sorted(valid))}")
 
 
 def parse_space(d: Any, source: str = "space") -> MaskingSpace:
@@ -180,13 +182,18 @@ def parse_space(d: Any, source: str = "space") -> MaskingSpace:
         return node[key]
 
     def act(v: Any, where: str) -> str:
-        if v not in ACTIVATIONS:
+        if not isinstance(v, str) or v not in ACTIVATIONS:
             raise FbnasError(f"{source}: {where}: unknown activation {v!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
         return str(v)
 
     def kernel(v: Any, where: str) -> int:
         if not isinstance(v, int) or isinstance(v, bool) or v < 1 or v % 2 == 0:
             raise FbnasError(f"{source}: {where}: kernel must be an odd positive integer, got {v!r}")
+        return v
+
+    def stride(v: Any, where: str) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or v not in (1, 2):
+            raise FbnasError(f"{source}: {where}: must be 1 or 2, got {v!r}")
         return v
 
     if not isinstance(d, dict):
@@ -221,13 +228,11 @@ def parse_space(d: Any, source: str = "space") -> MaskingSpace:
 
     sp = MaskingSpace(
         input_size=size, in_channels=in_ch, resolutions=tuple(res), width_divisor=wd, act=default_act,
-        stem_k=kernel(stem.get("k", 3), "space.stem.k"), stem_s=int(stem.get("s", 2)),
+        stem_k=kernel(stem.get("k", 3), "space.stem.k"), stem_s=stride(stem.get("s", 2), "space.stem.s"),
         stem_act=act(stem.get("act", default_act), "space.stem.act"),
         last_c=_ints(get("c", last, "space.last"), f"{source}: space.last.c")[0],
         last_act=act(last.get("act", default_act), "space.last.act"), dropout=float(dropout),
         name=str(d.get("name", "masking")))
-    if sp.stem_s not in (1, 2):
-        raise FbnasError(f"{source}: space.stem.s: must be 1 or 2, got {sp.stem_s!r}")
     sp.add_choice("res", "res", tuple(sorted(res)), "res")
     sp.add_choice("stem.c", "channels", channel_values(get("c", stem, "space.stem"), "space.stem.c"), "stem")
     stages = get("stages")
@@ -242,15 +247,16 @@ def parse_space(d: Any, source: str = "space") -> MaskingSpace:
     for si, st in enumerate(stages):
         where = f"space.stages[{si}]"
         n = _ints(st.get("n", 1), f"{source}: {where}.n")[0]
-        s = st.get("s", 1)
-        if s not in (1, 2):
-            raise FbnasError(f"{source}: {where}.s: must be 1 or 2, got {s!r}")
-        sp.stage_strides.append(int(s))
+        if n > MAX_REPEATS:
+            raise FbnasError(f"{source}: {where}.n: must be at most {MAX_REPEATS}, got {n}")
+        s = stride(st.get("s", 1), f"{where}.s")
+        sp.stage_strides.append(s)
         e_opts = st.get("e", [1])
         e_opts = [e_opts] if isinstance(e_opts, (int, float)) and not isinstance(e_opts, bool) else e_opts
         if not isinstance(e_opts, list) or not e_opts or not all(
-                isinstance(e, (int, float)) and not isinstance(e, bool) and e > 0 for e in e_opts):
-            raise FbnasError(f"{source}: {where}.e: must be a list of expansion ratios > 0, got {e_opts!r}")
+                isinstance(e, (int, float)) and not isinstance(e, bool) and 0 < e <= MAX_EXPANSION for e in e_opts):
+            raise FbnasError(f"{source}: {where}.e: must be a list of expansion ratios in (0, {MAX_EXPANSION:g}], "
+                             f"got {e_opts!r}")
         ks = [kernel(k, f"{where}.k") for k in _per_block(st.get("k", 3), n, f"{source}: {where}.k")]
         ses = _per_block(st.get("se"), n, f"{source}: {where}.se")
         for v in ses:

@@ -40,8 +40,10 @@ def read_space_file(name_or_path: str | Path) -> tuple[Any, str]:
             raise SpecError(f"unknown search space {name_or_path!r}; valid: {', '.join(names)} or a YAML file")
         source = f"space:{name_or_path}"
         text = resources.files("fbnas.space").joinpath("defs", f"{name_or_path}.yaml").read_text("utf-8")
+    from fbnas.io import load_yaml
+
     try:
-        return yaml.safe_load(text), source
+        return load_yaml(text), source
     except yaml.YAMLError as e:
         raise SpecError(f"{source}: not valid YAML: {str(e).splitlines()[0]}") from None
 

@@ -10,7 +10,6 @@ FBNetV3 calls it for its candidates, in-process or in a worker.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbnas.data.loader import AugmentConfig, BatchLoader, mixup_batch
-from fbnas.errors import FbnasError
+from fbnas.errors import DivergenceError
+from fbnas.guards import NonFinite, check_loss, describe_names, is_bn_statistic, nonfinite_metrics, nonfinite_tensors
 from fbnas.seeding import derive_seed, make_generator, rng_state, set_rng_state
 from fbnas.train.recipe import Recipe, lr_factor
 
@@ -139,9 +139,7 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
         if ema is not None:
             ema.update(model)
         n = labels.shape[0]
-        loss_v = float(loss.detach())
-        if not math.isfinite(loss_v):
-            raise FbnasError(f"training diverged (loss {loss_v}) in epoch {epoch + 1}; lower the lr")
+        loss_v = check_loss(float(loss.detach()), "the training loss", totals.steps, len(loader))
         totals.loss_sum += loss_v * n
         totals.correct += int((out.detach().argmax(1) == labels).sum())
         totals.seen += n
@@ -236,6 +234,29 @@ class Fit:
                                  float(state.get("elapsed_s", 0.0)))
 
 
+def likely_cause(recipe: Recipe) -> str:
+    return (f"likely cause: lr {recipe.lr:g} is too high for this network and batch size {recipe.batch_size} "
+            f"({recipe.optimizer}; a longer warmup_epochs helps too)")
+
+
+def check_finite(state: Fit, record: dict[str, Any] | None, epoch: int) -> None:
+    """Raise :class:`DivergenceError` when a metric of ``record`` or a tensor of the training state (weights, BN
+    running statistics, EMA, optimizer moments) is not finite: checked before any callback saves a checkpoint."""
+    bad = nonfinite_metrics(record or {})
+    where = f"training diverged in epoch {epoch + 1}"
+    if bad:
+        raise DivergenceError(f"{where}: {describe_names(bad)} {'is' if len(bad) == 1 else 'are'} not finite "
+                              f"({record[bad[0]]}); {likely_cause(state.recipe)}")
+    names = nonfinite_tensors(state.model.state_dict(), "model")
+    if state.ema is not None:
+        names += nonfinite_tensors(state.ema.module.state_dict(), "ema")
+    names += nonfinite_tensors(state.optimizer.state_dict()["state"], "optimizer")
+    if names:
+        kind = "BN running statistics" if all(is_bn_statistic(n) for n in names) else "weights"
+        raise DivergenceError(f"{where}: the {kind} are not finite ({describe_names(names)}); "
+                              f"{likely_cause(state.recipe)}")
+
+
 @dataclass
 class FitResult:
     history: list[dict[str, Any]]  # one record per epoch trained in this call
@@ -257,11 +278,16 @@ def fit(model: nn.Module, train_loader: BatchLoader, recipe: Recipe, *,
     for epoch in range(pos.epoch, recipe.epochs):
         if start_batch == 0:
             torch.manual_seed(derive_seed(recipe.seed, epoch, "model"))
-        totals = train_epoch(model, train_loader, state.optimizer, state.scheduler, recipe, epoch=epoch,
-                             ema=state.ema, start_batch=start_batch, totals=totals, callbacks=callbacks,
-                             step_delay=step_delay)
+        try:
+            totals = train_epoch(model, train_loader, state.optimizer, state.scheduler, recipe, epoch=epoch,
+                                 ema=state.ema, start_batch=start_batch, totals=totals, callbacks=callbacks,
+                                 step_delay=step_delay)
+        except NonFinite as e:
+            raise DivergenceError(f"training diverged in epoch {epoch + 1} ({e.where}): {e}; "
+                                  f"{likely_cause(recipe)}") from None
         elapsed = elapsed0 + time.perf_counter() - t_start
         if totals.steps < len(train_loader):  # stopped mid-epoch
+            check_finite(state, None, epoch)
             state.position = Position(epoch, totals.steps, totals, elapsed)
             for cb in callbacks:
                 cb.on_interrupt(state)
@@ -273,6 +299,7 @@ def fit(model: nn.Module, train_loader: BatchLoader, recipe: Recipe, *,
         record["lr"] = state.optimizer.param_groups[0]["lr"]
         record["images_per_s"] = totals.seen / max(totals.seconds, 1e-9)
         record["elapsed_s"] = elapsed0 + time.perf_counter() - t_start
+        check_finite(state, record, epoch)
         state.position = Position(epoch + 1, 0, EpochTotals(), record["elapsed_s"])
         history.append(record)
         for cb in callbacks:

@@ -78,7 +78,8 @@ class Recipe(StrictModel):
     ``crop_padding`` 2-4 and ``hflip``.
 
     ``lr`` is for ``batch_size``; ``momentum`` is beta1 for adamw. ``dropout=None`` keeps the spec's head dropout.
-    ``warmup_epochs`` ramps the lr linearly from 0; the cosine schedule then decays per step to 0.
+    ``warmup_epochs`` ramps the lr linearly from 0 (it must end before ``epochs`` does); the cosine schedule
+    then decays per step to 0.
     ``step`` multiplies the lr by ``gamma`` every ``step_size`` epochs. ``ema_decay`` 0 turns EMA off.
     ``threads`` 0 keeps torch's default. Bit-exact resume needs the same ``threads``.
     """
@@ -112,6 +113,9 @@ class Recipe(StrictModel):
     def _check_domains(self) -> Recipe:
         for name, meta in recipe_fields().items():
             meta.check(name, getattr(self, name))
+        if 0 < self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs: must be < epochs ({self.epochs}) when > 0, so the lr reaches its peak "
+                             f"before the run ends (pass warmup_epochs 0 for no warm-up), got {self.warmup_epochs:g}")
         return self
 
     # ---- serialization -------------------------------------------------------------------------

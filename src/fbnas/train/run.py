@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from fbnas.errors import FbnasError
-from fbnas.runs import RunFolder
+from fbnas.errors import DivergenceError, FbnasError
+from fbnas.runs import RunFolder, restoring, state_mismatch
 from fbnas.train.fit import Callback, EpochTotals, Fit, augment_config, fit, prepare_model
 from fbnas.train.recipe import Recipe
 
@@ -137,20 +137,24 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
 
     tune_allocator()
     folder = RunFolder(out_dir, "train")
+    folder.check_writable()  # before any work
+    ckpt = folder.file(folder.CHECKPOINT)
     state: dict[str, Any] | None = None
     if resume:
         if not folder.has_checkpoint:
-            raise FbnasError(f"{folder.file(folder.CHECKPOINT)}: no checkpoint to resume from")
+            raise FbnasError(f"{ckpt}: no checkpoint to resume from (the run stopped before its first checkpoint; "
+                             "start it again without --resume)")
         state = folder.load_checkpoint()
         if "arch" not in state or "model" not in state:
-            raise FbnasError(f"{folder.file(folder.CHECKPOINT)}: not an fbnas training checkpoint (no 'arch'/'model')")
-        arch = ArchSpec.from_dict(state["arch"], source=str(folder.file(folder.CHECKPOINT)))
-        saved = Recipe.from_dict(state["recipe"], source=f"{folder.file(folder.CHECKPOINT)} recipe")
-        recipe = saved.replace(epochs=recipe.epochs) if recipe is not None else saved
-        data_opts = dict(state["data"])
-        data_name, val_ratio = data_opts["name"], float(data_opts.get("val_ratio", 0.0))
-        limit_train, limit_test = data_opts.get("limit_train"), data_opts.get("limit_test")
-        image_size = data_opts.get("image_size")
+            raise FbnasError(f"{ckpt}: not an fbnas training checkpoint (no 'arch'/'model')")
+        with restoring(ckpt):
+            arch = ArchSpec.from_dict(state["arch"], source=str(ckpt))
+            saved = Recipe.from_dict(state["recipe"], source=f"{ckpt} recipe")
+            recipe = saved.replace(epochs=recipe.epochs) if recipe is not None else saved
+            data_opts = dict(state["data"])
+            data_name, val_ratio = data_opts["name"], float(data_opts.get("val_ratio", 0.0))
+            limit_train, limit_test = data_opts.get("limit_train"), data_opts.get("limit_test")
+            image_size = data_opts.get("image_size")
         if data_dir is None:
             data_dir = data_opts.get("data_dir")
     else:
@@ -174,7 +178,11 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     run_state = Fit(model, recipe, len(loader))
     history: list[dict[str, Any]] = []
     if state is not None:
-        run_state.load_state_dict(state)
+        problem = state_mismatch(run_state.model, state["model"])
+        if problem:
+            raise FbnasError(f"{ckpt}: the checkpoint does not fit its architecture ({problem})")
+        with restoring(ckpt):
+            run_state.load_state_dict(state)
         if state.get("threads") != torch.get_num_threads():
             print(f"fbnas: note: resuming with {torch.get_num_threads()} threads, the run used "
                   f"{state.get('threads')}; weights may differ from an uninterrupted run", file=sys.stderr)
@@ -183,9 +191,16 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     try:
         return _run(folder, arch, recipe, data, (loader, evals), run_state, history, state is not None, progress,
                     step_delay)
+    except DivergenceError as e:
+        raise folder.diverged(e, _kept) from None
     except BaseException:
         folder.restore_replaced()
         raise
+
+
+def _kept(state: dict[str, Any]) -> str:
+    return (f"after epoch {int(state.get('epoch', 0))}; it resumes and exports, and a resume repeats the same "
+            "steps, so train again with a lower lr: --overwrite")
 
 
 def _run(folder: RunFolder, arch, recipe: Recipe, data, loaders, run_state: Fit, history: list[dict[str, Any]],
