@@ -1,5 +1,5 @@
 """Strict inputs: unknown keys in spec rows, basic_args and head; non-finite or absurd numbers in specs; IDX files
-with no items or non-square images; splits of different sizes; configs that are binary files or folders;
+with no items or non-square images (IDX); splits of different sizes; configs that are binary files or folders;
 checkpoints that do not fit their architecture; damaged run files; an infinite temperature; a warm-up longer
 than the run; --resume with changed settings; output paths checked before any work. Each refused in one line
 (exit 2), each beside a valid case that passes."""
@@ -134,23 +134,22 @@ def test_valid_idx_data_trains(tmp_path, capsys):
     assert rc == 0, err
 
 
-def test_imagefolder_refuses_non_square_images_and_resizes_square_ones(tmp_path):
+def test_imagefolder_center_crops_non_square_images_instead_of_stretching_them(tmp_path):
     from PIL import Image
 
     from fbnas.data.datasets import load_dataset
-    from fbnas.errors import DataError
 
     for split in ("train", "test"):
-        for cls in ("a", "b"):
-            d = tmp_path / split / cls
-            d.mkdir(parents=True)
-            Image.new("RGB", (40, 40), (10, 20, 30)).save(d / "big.png")
-            Image.new("RGB", (16, 16), (200, 20, 30)).save(d / "small.png")
-    data = load_dataset("imagefolder", tmp_path, train=True, image_size=24)
-    assert tuple(data.images.shape) == (4, 3, 24, 24)
-    Image.new("RGB", (40, 30)).save(tmp_path / "train" / "a" / "wide.png")
-    with pytest.raises(DataError, match="wide.png: a 40x30 image; imagefolder needs square images"):
-        load_dataset("imagefolder", tmp_path, train=True, image_size=24)
+        d = tmp_path / split / "a"
+        d.mkdir(parents=True)
+        wide = Image.new("RGB", (60, 20), (255, 0, 0))  # red | green | red: only the centre square is green
+        wide.paste((0, 255, 0), (20, 0, 40, 20))
+        wide.save(d / "wide.png")
+        Image.new("RGB", (16, 16), (0, 0, 255)).save(d / "square.png")
+    data = load_dataset("imagefolder", tmp_path, train=True, image_size=8)
+    assert tuple(data.images.shape) == (2, 3, 8, 8)
+    wide_px = data.images[1]  # sorted: square.png, wide.png
+    assert int(wide_px[1].min()) == 255 and int(wide_px[0].max()) == 0  # all green: cropped, not squeezed
 
 
 def test_search_subset_larger_than_the_dataset_is_refused(tmp_path, capsys):

@@ -232,6 +232,13 @@ def _load_cifar10(folder: Path, train: bool) -> ImageTensors:
 
 
 # ---- image folders ---------------------------------------------------------------------------------
+def _center_square(im):  # PIL.Image -> PIL.Image
+    """The largest centred square of an image: resizing it to size x size then never stretches a photo."""
+    side = min(im.width, im.height)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    return im.crop((left, top, left + side, top + side))
+
+
 def _load_imagefolder(folder: Path, train: bool, size: int) -> ImageTensors:
     from PIL import Image, UnidentifiedImageError
 
@@ -256,10 +263,7 @@ def _load_imagefolder(folder: Path, train: bool, size: int) -> ImageTensors:
                 continue
             try:
                 with Image.open(f) as im:
-                    if im.width != im.height:
-                        raise DataError(f"{f}: a {im.width}x{im.height} image; imagefolder needs square images "
-                                        f"(they are resized to {size}x{size}, which would stretch this one): crop it")
-                    im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+                    im = _center_square(im.convert("RGB")).resize((size, size), Image.BILINEAR)
                     images.append(torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
                                   .reshape(size, size, 3).permute(2, 0, 1))
             except (UnidentifiedImageError, OSError) as e:
