@@ -44,11 +44,12 @@ class FPNasSection(StrictModel):
     """The method's own settings (docs/fpnas.md); the seed gives lambda = 1/4, the rest are ours."""
 
     lam: Annotated[float, Field(gt=0.0, alias="lambda")] = 0.25  # K = lambda * H(P(A | alpha)), H in nats
-    k_min: PositiveInt = 1  # K is clamped to [k_min, k_max]
+    k_min: PositiveInt = 2  # K is clamped to [k_min, k_max] (one sample has importance weight 1: nothing to compare)
     k_max: PositiveInt = 16
     fixed_k: PositiveInt | None = None  # PARSEC's fixed sample count instead of the adaptive one
     switch_epoch: NonNegativeInt | None = 3  # FD -> JD as this epoch starts (0: JD from the start; null: FD only)
-    beta: Annotated[float, Field(ge=0.0)] = 1.0  # weight of beta * log C(alpha)
+    beta: Annotated[float, Field(ge=0.0)] = 2.0  # weight of beta * log C(alpha); > 1 pushes a preferred over-target
+    # sample away (both terms of eq. 7 carry a unit mass)
     cost: CostKind = "macs"  # macs (MMACs, the seed's FLOPs), params (M), latency (ms, lut.path)
     target: PositiveFloat | None = None  # TAR, in cost's unit (null: no cost term)
     weight_loss: Literal["importance", "mean"] = "importance"  # children's weights in the weight step
