@@ -48,8 +48,7 @@ class FPNasSection(StrictModel):
     k_max: PositiveInt = 16
     fixed_k: PositiveInt | None = None  # PARSEC's fixed sample count instead of the adaptive one
     switch_epoch: NonNegativeInt | None = 3  # FD -> JD as this epoch starts (0: JD from the start; null: FD only)
-    beta: Annotated[float, Field(ge=0.0)] = 2.0  # weight of beta * log C(alpha); > 1 pushes a preferred over-target
-    # sample away (both terms of eq. 7 carry a unit mass)
+    beta: Annotated[float, Field(ge=0.0)] = 1.0  # weight of beta * log C(alpha) (both terms of eq. 7 carry unit mass)
     cost: CostKind = "macs"  # macs (MMACs, the seed's FLOPs), params (M), latency (ms, lut.path)
     target: PositiveFloat | None = None  # TAR, in cost's unit (null: no cost term)
     weight_loss: Literal["importance", "mean"] = "importance"  # children's weights in the weight step
