@@ -131,3 +131,38 @@ def test_resume_after_sigkill_gives_the_same_alpha_and_result(tmp_path):
     assert a["arch_update"]["trace"] == b["arch_update"]["trace"]
     assert read_result(full) == read_result(killed)
     assert Path(killed / "fpnas_trace.json").exists()
+
+
+def test_latency_cost_from_a_table(tmp_path):
+    """fpnas.cost latency: the cost model is the table's (every block's entry at every option of its term); the
+    result names the found architecture's predicted latency. The table is synthetic (ms from each entry's MACs)."""
+    from fbnas.cost.formulas import total
+    from fbnas.lut import needed_entries
+    from fbnas.lut.store import LutStore
+    from fbnas.nn.ops import get_family
+
+    strategy = get_strategy("fpnas")
+    raw = {**SMOKE, "space": {"name": "fbnetv2_f_fmnist"}}
+    cfg0 = strategy.config_model.parse(raw, "smoke")
+
+    def ms(desc: dict) -> float:
+        if desc["kind"] == "classifier":
+            return 0.01
+        shapes = get_family(desc["family"]).shapes(desc["cin"], desc["cout"], desc["stride"], desc["h"], desc["w"],
+                                                   desc["build_params"])[0]
+        return 0.01 + 0.05 * total(shapes)[0] / 1e6
+
+    lut = tmp_path / "synthetic.sqlite"
+    entries = needed_entries(strategy.space(cfg0), num_classes=10)
+    with LutStore(lut, create=True) as store:
+        store.put(({"key": e.key, "value_ms": ms(e.desc), "spread_ms": 0.0, "samples": 1, "block": e.desc}
+                   for e in entries), "torch", 1, {"cpu": "synthetic"}, "cpu_median_cold")
+    raw = {**raw, "fpnas": {**SMOKE["fpnas"], "cost": "latency", "target": 0.05},
+           "lut": {"path": str(lut), "build": False}}
+    result = run_search(strategy, strategy.config_model.parse(raw, "smoke"), tmp_path / "run", log=lambda m: None)
+    assert result["cost"]["kind"] == "latency" and result["cost"]["unit"] == "ms"
+    assert result["latency_ms"] == pytest.approx(result["cost"]["value"], rel=1e-5)
+    entries = sum(len(stage) for stage in result["arch"]["stages"]) + 1  # every block and the classifier
+    classifier_macs = 128 * 10
+    assert result["cost"]["value"] == pytest.approx(0.01 * entries + 0.05 * (result["macs"] - classifier_macs) / 1e6,
+                                                    rel=1e-6)
