@@ -137,8 +137,8 @@ def exp_params(args) -> dict:
 
 def exp_targets(args) -> dict:
     runs = Path(args.runs)
-    jobs = [search_job(f"target_{t:g}", runs, "fpnas", FPNAS_CONFIG, [f"fpnas.target={t}", "fpnas.cost=macs"])
-            for t in args.targets]
+    jobs = [search_job(f"target_{t:g}", runs, "fpnas", FPNAS_CONFIG,
+                       [*args.set, f"fpnas.target={t}", "fpnas.cost=macs"]) for t in args.targets]
     t = timings(runs, run_jobs(todo(jobs, runs), args.jobs))
     rows = []
     for target in args.targets:

@@ -27,7 +27,7 @@ from torch import nn
 
 from fbnas.channels import make_divisible
 from fbnas.cost.formulas import ConvShape, conv_out_size
-from fbnas.errors import SpecError
+from fbnas.nn.blocks import _check_groups
 from fbnas.nn.family import ACT, EXPANSION, FLAG, KERNEL, OpFamily, Param, register_alias, register_family
 from fbnas.nn.layers import GATES, ConvBNAct, drop_path, has_params, make_act
 
@@ -89,11 +89,6 @@ def split_attn_shapes(cin: int, cout: int, k: int, stride: int, radix: int, grou
             ConvShape(hidden, cout * radix, 1, 1, 1, 1, bias=True, label=f"{label}.expand")], ho, wo
 
 
-def _divides(name: str, groups: int, channels: int, what: str) -> None:
-    if channels % groups:
-        raise SpecError(f"field {name!r}: {groups} groups do not divide the {what} channels ({channels})")
-
-
 class SplitAttnFamily(OpFamily):
     """ResNeSt's split-attention conv as an op: ``groups = cardinality * radix``; attention ``cout / 4`` wide."""
 
@@ -102,8 +97,8 @@ class SplitAttnFamily(OpFamily):
 
     def _check(self, cin: int, cout: int, p: dict[str, Any]) -> tuple[int, int]:
         groups = p["cardinality"] * p["radix"]
-        _divides("cardinality", groups, cin, "input")
-        _divides("cardinality", groups, cout * p["radix"], "output")
+        _check_groups("cardinality", groups, cin, "input")
+        _check_groups("cardinality", groups, cout * p["radix"], "output")
         return groups, make_divisible(cout * ATTN_RATIO, p["width_divisor"])
 
     def build(self, cin, cout, stride, p):
