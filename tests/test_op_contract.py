@@ -95,9 +95,11 @@ def test_family_shapes_hold_for_every_activation(family, act):
         assert problems == [], (family, act, point)
 
 
-@pytest.mark.parametrize("op", ["eesp_down", "image_concat", "ghost_bneck_v2_k3_se", "mbconv6_k3"])
+@pytest.mark.parametrize("op", ["eesp_down", "image_concat", "ghost_bneck_v2_k3_se", "mbconv6_k3", "ir_sa_k3_r2",
+                                "sa_k5_r4"])
 def test_reinforced_and_attention_ops_export_and_fold(op, tmp_path):
-    """Input reinforcement, DFC's pooling/upsampling and SE export to ONNX with BN folded."""
+    """Input reinforcement, DFC's pooling/upsampling, SE and split attention's r-softmax export to ONNX with BN
+    folded."""
     from fbnas.export import calibrate_untrained, export_model
 
     fam, params = resolve_op(op, {"reinf": IMAGE_CHANNELS} if "image" in op or "down" in op else {}, BASIC_ARGS)
@@ -171,6 +173,7 @@ def _relabel(family_cls, change):
 def _negative_controls():
     from dataclasses import replace
 
+    from fbnas.nn.attention import IRSAFamily, SplitAttnFamily
     from fbnas.nn.efficientnet import FusedMBConvFamily, MBConvFamily
     from fbnas.nn.espnet import EESPDownFamily, EESPFamily, ESPFamily, ESPLevelFamily, ImageConcatFamily
     from fbnas.nn.ghost import GhostBottleneckFamily, GhostFamily, PoolConvFamily
@@ -207,6 +210,14 @@ def _negative_controls():
                                            _dropping(ESPLevelFamily, lambda s: s.label.startswith("esp"))),
         "pool_conv: pool not declared": ("pool_conv", {}, (8, 16, 1, 8),
                                          _dropping(PoolConvFamily, lambda s: s.kind == "pool")),
+        "ir_sa: one split declared": ("ir_sa_k3_r4", {}, (8, 16, 2, 8),
+                                      _relabel(IRSAFamily, lambda s: replace(s, cout=s.cout // 4)
+                                               if s.label in ("sa.conv", "sa.expand") else s)),
+        "ir_sa: dense split conv": ("ir_sa_k5_r2", {}, (16, 24, 1, 7),
+                                    _relabel(IRSAFamily, lambda s: replace(s, groups=1) if s.label == "sa.conv"
+                                             else s)),
+        "sa: attention bottleneck missing": ("sa_k3_r2", {}, (8, 16, 1, 8),
+                                             _dropping(SplitAttnFamily, lambda s: s.label == "sa.reduce")),
     }
 
 

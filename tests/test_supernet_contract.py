@@ -1,5 +1,6 @@
 """Contract of the supernets over every registered space: at one-hot architecture weights the supernet computes
-what its exported child computes (the child holds the supernet's weights). The negative controls show the
+what its exported child computes (the child holds the supernet's weights). Layer-wise spaces have the Gumbel
+supernet, masking spaces the masked one, FP-NAS spaces the sampled single-path one. The negative controls show the
 comparison can fail: another child differs, and a masked block with the wrong residual rule differs."""
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import torch
 from fbnas.search.masking import DMaskingSupernet, export_child, subsample
 from fbnas.search.protocols import ArchSample
 from fbnas.search.protocols import Supernet as SupernetProtocol
+from fbnas.search.single_path import SinglePathSupernet
 from fbnas.search.supernet import Supernet
-from fbnas.space import LayerwiseSpace, MaskingSpace, load_space, space_names
+from fbnas.space import FPNasSpace, LayerwiseSpace, MaskingSpace, load_space, space_names
 
 
 def _calibrate(net: torch.nn.Module, space, sample) -> None:
@@ -47,7 +49,10 @@ def _space(name: str):
 def make_supernet(space, mode: str = "soft"):
     """A supernet whose BN statistics come from a soft (uniform) architecture sample, so every option has them."""
     torch.manual_seed(0)
-    net = DMaskingSupernet(space, 10) if isinstance(space, MaskingSpace) else Supernet(space, 10, mode=mode)
+    if isinstance(space, FPNasSpace):
+        net = SinglePathSupernet(space, 10)
+    else:
+        net = DMaskingSupernet(space, 10) if isinstance(space, MaskingSpace) else Supernet(space, 10, mode=mode)
     uniform = [torch.full((k,), 1.0 / k) for k in space.num_choices()]
     _calibrate(net, space, ArchSample(uniform, 1.0, False))
     return net
@@ -84,6 +89,14 @@ def test_supernet_equals_its_child_at_one_hot_weights(name):
 
 
 def test_negative_controls_fail():
+    fpnas = _space("fbnetv2_fpp_fmnist")
+    net = make_supernet(fpnas)
+    choices = [k - 1 for k in fpnas.num_choices()]
+    got, _ = supernet_and_child(fpnas, net, choices)
+    att = fpnas.dim_names.index("s2.att")
+    choices[att] = fpnas.dim("s2.att").values.index("sa2")  # sa4 -> sa2: its own weights, another function
+    _, other = supernet_and_child(fpnas, net, choices)
+    assert not _close(got, other)
     layerwise = _space("fbnet_fmnist")
     net = make_supernet(layerwise)
     got, _ = supernet_and_child(layerwise, net, [3] * layerwise.num_layers)

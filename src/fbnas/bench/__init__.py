@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-BENCH_MODULES = ["train", "supernet", "dmasking"]
+BENCH_MODULES = ["train", "supernet", "dmasking", "fpnas"]
 BENCHES: dict[str, tuple[str, Callable[[Any], None], Callable[[Any], dict]]] = {}
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from fbnas.errors import SpecError
 from fbnas.nn.family import ALIASES, FAMILIES, OpFamily
 
-FAMILY_MODULES = ["fbnas.nn.blocks", "fbnas.nn.ghost", "fbnas.nn.efficientnet", "fbnas.nn.espnet"]
+FAMILY_MODULES = ["fbnas.nn.blocks", "fbnas.nn.ghost", "fbnas.nn.efficientnet", "fbnas.nn.espnet",
+                  "fbnas.nn.attention"]
 for _module in FAMILY_MODULES:
     importlib.import_module(_module)
 

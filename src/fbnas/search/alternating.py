@@ -1,6 +1,8 @@
-"""The alternating weight / architecture optimisation of the differentiable searches (FBNetV1 DNAS, FBNetV2
-DMaskingNAS; seed 000): warm-up epochs train only the weights, then every epoch trains the weights (SGD,
-cosine) on the weight split and the architecture on the other split through an :class:`ArchitectureUpdate`.
+"""The alternating weight / architecture optimisation of the searches: warm-up epochs train only the weights, then
+every epoch trains the weights (SGD, cosine) on the weight split and the architecture on the other split through
+an :class:`ArchitectureUpdate`. FBNetV1 DNAS and FBNetV2 DMaskingNAS (seed 000) run an epoch of architecture steps
+after each weight epoch; FP-NAS (seed 002) interleaves them, one architecture step after each weight step (the
+update's ``per_step``). The update owns both losses (:meth:`ArchitectureUpdate.weight_step`).
 
 A fresh search first checkpoints its initial state; every epoch then ends with an atomic checkpoint (weights,
 optimizers, schedule, RNG states, history, the argmax architecture), the epoch's row of ``metrics.jsonl``,
@@ -17,14 +19,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from fbnas.errors import DivergenceError
 from fbnas.guards import NonFinite, check_loss, describe_names, nonfinite_metrics, nonfinite_tensors
 from fbnas.runs import RunFolder, load_module_state, restoring
 from fbnas.search.config import SearchConfig
 from fbnas.search.history import save_probability_heatmap, theta_history
-from fbnas.search.loss import dnas_loss
 from fbnas.search.protocols import ArchitectureUpdate, CostModel, Supernet
 from fbnas.search.updates import progress_bar
 from fbnas.seeding import rng_state, set_rng_state
@@ -39,40 +39,69 @@ def weight_schedule(opt: torch.optim.Optimizer, cfg: SearchConfig, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: cosine_factor(step, total, w.min_lr / w.lr))
 
 
-def train_weights(net: Supernet, loader, opt, sched, update: ArchitectureUpdate, cost_model: CostModel,
-                  cfg: SearchConfig, epoch: int) -> dict:
-    """One epoch of weight steps; the architecture is drawn under no_grad (theta is not trained here)."""
+class _Means:
+    """Per-batch means summed with their batch sizes; ``means()`` divides by the images seen."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.seen = 0
+
+    def add(self, values: dict[str, float], n: int) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * n
+        self.seen += n
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.seen) for k, v in self.sums.items()}
+
+
+def arch_steps_after(i: int, n_weight: int, n_arch: int) -> int:
+    """How many architecture steps follow weight step ``i`` so that ``n_arch`` of them spread evenly over an epoch of
+    ``n_weight`` weight steps (one each when the splits are equal)."""
+    return (i + 1) * n_arch // n_weight - i * n_arch // n_weight
+
+
+def train_weights(net: Supernet, loader, opt, sched, update: ArchitectureUpdate, epoch: int,
+                  arch_loader=None) -> dict:
+    """One epoch of weight steps; with ``arch_loader`` the update's architecture steps are interleaved with them."""
     net.train()
     loader.set_epoch(epoch)
     n_batches = len(loader)
     total_ce, correct, seen = 0.0, 0, 0
-    full = cfg.loss.weight_loss == "full" and cfg.loss.form != "none"
+    extra, arch = _Means(), _Means()
+    arch_batches, n_arch, arch_step = None, 0, 0
+    if arch_loader is not None:
+        arch_loader.set_epoch(epoch)
+        arch_batches, n_arch = iter(arch_loader), len(arch_loader)
     bar = progress_bar(n_batches, f"epoch {epoch} weights")
     for i, (x, y) in enumerate(loader):
-        with torch.no_grad():
-            sample = update.weight_sample(net, epoch * n_batches + i, x.shape[0])
-        logits = net(x, sample)
-        if full:
-            loss, parts = dnas_loss(logits, y, cost_model.expected(sample.weights), cfg.loss)
-            ce = parts["ce"]
-            check_loss(float(loss.detach()), "the weight loss", i, n_batches)
-        else:
-            loss = F.cross_entropy(logits, y)
-            ce = float(loss.detach())
-        check_loss(ce, "the weight cross-entropy", i, n_batches)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        out = update.weight_step(net, x, y, epoch * n_batches + i)
+        loss_value = out.pop("loss", None)
+        if loss_value is not None:
+            check_loss(loss_value, "the weight loss", i, n_batches)
+        check_loss(out["ce"], "the weight cross-entropy", i, n_batches)
         opt.step()
         sched.step()
-        total_ce += ce * len(y)
-        correct += int((logits.detach().argmax(1) == y).sum())
+        total_ce += out["ce"] * len(y)
+        correct += out["correct"]
         seen += len(y)
+        extra.add({f"w_{k}": v for k, v in out.items() if k not in ("ce", "correct")}, len(y))
+        if arch_batches is not None:
+            for _ in range(arch_steps_after(i, n_batches, n_arch)):
+                xt, yt = next(arch_batches)
+                step_out = update.arch_step(net, xt, yt, epoch * n_arch + arch_step)
+                for k, v in step_out.items():
+                    check_loss(float(v), f"the architecture step's {k}", arch_step, n_arch, "theta")
+                arch.add(step_out, len(yt))
+                arch_step += 1
         bar.update(1)
     bar.close()
-    return {"w_ce": total_ce / max(1, seen), "w_acc": correct / max(1, seen)}
+    return {"w_ce": total_ce / max(1, seen), "w_acc": correct / max(1, seen), **extra.means(), **arch.means()}
 
 
 def epoch_line(rec: dict, unit: str) -> str:
+    """The Gumbel searches' line of an epoch."""
     parts = [f"epoch {rec['epoch']:3d} [{rec['phase']}] tau {rec['tau']:.3f}",
              f"w_ce {rec['w_ce']:.4f} w_acc {rec['w_acc']:.4f}"]
     if "t_loss" in rec:
@@ -96,11 +125,14 @@ def write_history_files(folder: RunFolder, history: list[dict], theta_epochs: li
 def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, update: ArchitectureUpdate,
                     cfg: SearchConfig, folder: RunFolder, resuming: bool, dim_names: list[str],
                     labels: list[list[str]], log: Callable[[str], Any] = print,
-                    stop_after_epoch: int | None = None) -> list[dict] | None:
+                    stop_after_epoch: int | None = None, line: Callable[[dict], str] | None = None,
+                    after_epoch: Callable[[list[dict]], Any] | None = None) -> list[dict] | None:
     """Train ``net`` for ``schedule.epochs`` (resuming from ``folder`` when asked); returns the per-epoch history,
-    or None when ``stop_after_epoch`` ended the work early (tests of resume)."""
+    or None when ``stop_after_epoch`` ended the work early (tests of resume). ``line`` formats an epoch's record
+    for the log (default :func:`epoch_line`); ``after_epoch(history)`` runs after every checkpoint (and on resume),
+    for a strategy's own files."""
     wo = cfg.weights_optimizer
-    weight_params, arch_params = net.weight_parameters(), net.arch_parameters()
+    weight_params = net.weight_parameters()
     opt_w = torch.optim.SGD(weight_params, lr=wo.lr, momentum=wo.momentum, weight_decay=wo.weight_decay,
                             nesterov=wo.nesterov and wo.momentum > 0)
     sched_w = weight_schedule(opt_w, cfg, len(w_loader))
@@ -108,8 +140,10 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
     history: list[dict] = []
     theta_epochs: list[dict] = []
     start_epoch, elapsed = 0, 0.0
-    arch_ids = {id(p) for p in arch_params}
-    theta_names = {f"model.{n}" for n, p in net.named_parameters() if id(p) in arch_ids}
+
+    def theta_names() -> set[str]:  # by identity, now: FP-NAS swaps its architecture parameters at FD -> JD
+        arch_ids = {id(p) for p in net.arch_parameters()}
+        return {f"model.{n}" for n, p in net.named_parameters() if id(p) in arch_ids}
 
     def checkpoint(epoch: int) -> None:
         folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
@@ -131,6 +165,8 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
             history, theta_epochs = list(ck["history"]), list(ck["theta_epochs"])
             start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
         write_history_files(folder, history, theta_epochs, dim_names, labels)
+        if after_epoch is not None:
+            after_epoch(history)
         log(f"resuming {folder.path} after epoch {start_epoch - 1}" if start_epoch else
             f"resuming {folder.path} from its initial state")
     else:
@@ -141,9 +177,10 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
         search_epoch = epoch >= cfg.schedule.warmup_epochs
         phase = "search" if search_epoch else "warmup"
         rec: dict[str, Any] = {"epoch": epoch, **update.epoch_info(epoch), "phase": phase}
+        interleave = search_epoch and update.per_step
         try:
-            rec.update(train_weights(net, w_loader, opt_w, sched_w, update, cost_model, cfg, epoch))
-            if search_epoch:
+            rec.update(train_weights(net, w_loader, opt_w, sched_w, update, epoch, t_loader if interleave else None))
+            if search_epoch and not update.per_step:
                 rec.update(update.train_epoch(net, t_loader, epoch))
         except NonFinite as e:
             raise search_diverged(cfg, epoch, e.where, str(e), e.phase, rec.get("tau")) from None
@@ -152,12 +189,15 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
         elapsed += time.perf_counter() - t0
         rec["elapsed_s"] = round(elapsed, 3)
         check_epoch(cfg, epoch, rec, {"model": net.state_dict(), "opt_weights": opt_w.state_dict()["state"],
-                                      "arch_update": update.state_dict()}, theta_names)
+                                      "arch_update": update.state_dict()}, theta_names())
         history.append(rec)
-        theta_epochs.append({"epoch": epoch, "tau": rec.get("tau"), "theta": [t.detach().tolist() for t in arch_params],
+        theta_epochs.append({"epoch": epoch, "tau": rec.get("tau"),
+                             "theta": [t.detach().tolist() for t in net.arch_parameters()],
                              "probs": [p.tolist() for p in net.probabilities()]})
         checkpoint(epoch)
-        log(epoch_line(rec, cost_model.unit))
+        if after_epoch is not None:
+            after_epoch(history)
+        log(line(rec) if line is not None else epoch_line(rec, cost_model.unit))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:
             return None
     return history

@@ -73,18 +73,27 @@ class CostModel(Protocol):
 
 @runtime_checkable
 class ArchitectureUpdate(Protocol):
-    """How the architecture parameters learn (Gumbel-softmax today, FP-NAS's sampled update next)."""
+    """How the architecture parameters learn: FBNetV1/V2's Gumbel-softmax update (an epoch of architecture steps
+    after each weight epoch), FP-NAS's sampled update (one architecture step after each weight step)."""
+
+    per_step: bool  # True: the loop interleaves arch_step with the weight steps; False: train_epoch after them
 
     def epoch_info(self, epoch: int) -> dict[str, Any]:
-        """What the epoch's record shows of the update (e.g. the temperature)."""
+        """What the epoch's record shows of the update (e.g. the temperature); called as every epoch starts."""
         ...
 
-    def weight_sample(self, net: Supernet, step: int, batch_size: int) -> ArchSample:
-        """The architecture the weights train on at ``step`` (drawn without gradients)."""
+    def weight_step(self, net: Supernet, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
+        """Forward and backward of the weight loss at ``step`` (the loop zeroes the gradients before and steps the
+        optimizer after); returns the batch's ``ce`` (mean), ``correct`` (count), optionally ``loss`` (the whole loss,
+        checked finite, not logged) and any other per-batch means."""
         ...
 
     def train_epoch(self, net: Supernet, loader: Any, epoch: int) -> dict[str, float]:
-        """One epoch of architecture steps on ``loader``; returns the epoch's metrics."""
+        """One epoch of architecture steps on ``loader`` (``per_step`` False); returns the epoch's metrics."""
+        ...
+
+    def arch_step(self, net: Supernet, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
+        """One architecture step on a batch (``per_step`` True); returns per-batch means."""
         ...
 
     def state_dict(self) -> dict[str, Any]: ...

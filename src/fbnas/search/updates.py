@@ -70,6 +70,8 @@ def cost_pull(cost_sum: list[torch.Tensor] | None, total_sum: list[torch.Tensor]
 class GumbelUpdate:
     """Gumbel-softmax architecture samples and an Adam step on theta per architecture batch."""
 
+    per_step = False
+
     def __init__(self, net: Supernet, cost_model: CostModel, loss: LossConfig, *, seed: int, tau0: float,
                  tau_decay: float, warmup_epochs: int, lr: float, weight_decay: float) -> None:
         self.cost_model, self.loss, self.seed = cost_model, loss, seed
@@ -83,6 +85,26 @@ class GumbelUpdate:
 
     def weight_sample(self, net: Supernet, step: int, batch_size: int) -> ArchSample:
         return net.arch_weights(self.tau, step_generator(self.seed, step, STREAMS["weights"]), batch_size=batch_size)
+
+    def weight_step(self, net: Supernet, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
+        """The weights' loss on one Gumbel sample drawn without gradients (theta is not trained here): CE, or the
+        whole loss with ``loss.weight_loss: full``."""
+        with torch.no_grad():
+            sample = self.weight_sample(net, step, x.shape[0])
+        logits = net(x, sample)
+        out: dict[str, float] = {}
+        if self.loss.weight_loss == "full" and self.loss.form != "none":
+            loss, parts = dnas_loss(logits, y, self.cost_model.expected(sample.weights), self.loss)
+            ce = parts["ce"]
+            out["loss"] = float(loss.detach())  # checked by the loop, not logged
+        else:
+            loss = torch.nn.functional.cross_entropy(logits, y)
+            ce = float(loss.detach())
+        loss.backward()
+        return {**out, "ce": ce, "correct": int((logits.detach().argmax(1) == y).sum())}
+
+    def arch_step(self, net: Supernet, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
+        raise NotImplementedError("the Gumbel update trains theta an epoch at a time (train_epoch)")
 
     def train_epoch(self, net: Supernet, loader: Any, epoch: int) -> dict[str, float]:
         """One epoch of theta steps on the whole loss; weights frozen. Also reports ``t_cost_pull``

@@ -1,5 +1,5 @@
-"""Named spaces shipped as YAML data in ``defs/`` (``kind: layerwise``, the default, or ``kind: masking``),
-and :func:`load_space` for a name or a user's YAML file."""
+"""Named spaces shipped as YAML data in ``defs/`` (``kind: layerwise``, the default, ``kind: masking`` or
+``kind: fpnas``), and :func:`load_space` for a name or a user's YAML file."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fbnas.errors import SpecError
+from fbnas.space.fpnas import FPNasSpace, parse_fpnas_space
 from fbnas.space.layerwise import LayerwiseSpace, layerwise_from_dict
 from fbnas.space.masking import MaskingSpace, parse_space
 
-KINDS = ("layerwise", "masking")
+KINDS = ("layerwise", "masking", "fpnas")
+AnySpace = LayerwiseSpace | MaskingSpace | FPNasSpace
 
 
 def space_names() -> list[str]:
@@ -50,25 +52,25 @@ def read_space_file(name_or_path: str | Path) -> tuple[Any, str]:
 
 def space_from_dict(data: Any, source: str = "space", input_size: int | None = None,
                     in_channels: int | None = None, width_multiplier: float | None = None,
-                    strides: list[int] | None = None) -> LayerwiseSpace | MaskingSpace:
+                    strides: list[int] | None = None) -> AnySpace:
     """A space from its mapping; ``kind`` (default layerwise) picks the model."""
     kind = data.get("kind", "layerwise") if isinstance(data, dict) else "layerwise"
     if kind not in KINDS:
         raise SpecError(f"{source}: kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "masking":
+    if kind in ("masking", "fpnas"):
         scaling = {"input_size": input_size, "in_channels": in_channels, "width_multiplier": width_multiplier,
                    "strides": strides}
         given = [k for k, v in scaling.items() if v is not None and not (k == "input_size" and
                                                                           v == data.get("input_size"))]
         if given:
-            raise SpecError(f"{source}: a masking space is not rescaled ({', '.join(given)}); edit its options")
-        return parse_space(data, source)
+            raise SpecError(f"{source}: a {kind} space is not rescaled ({', '.join(given)}); edit its options")
+        return parse_space(data, source) if kind == "masking" else parse_fpnas_space(data, source)
     return layerwise_from_dict(data, source, input_size, in_channels, width_multiplier, strides)
 
 
 def load_space(name_or_path: str | Path, input_size: int | None = None, in_channels: int | None = None,
                width_multiplier: float | None = None, strides: list[int] | None = None,
-               ) -> LayerwiseSpace | MaskingSpace:
+               ) -> AnySpace:
     """Load a space by name (``fbnet_v1``) or YAML path; a layer-wise one scaled to ``input_size`` / width /
     strides (``strides`` gives every stage's stride; by default, an input smaller than the space's own size
     drops the earliest stride-2 stages)."""
