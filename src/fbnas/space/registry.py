@@ -1,4 +1,5 @@
-"""Named spaces shipped as YAML data in ``defs/`` (``kind: layerwise``, the default, or ``kind: masking``),
+"""Named spaces shipped as YAML data in ``defs/`` (``kind: layerwise``, the default, ``kind: masking`` or
+``kind: stagewise``),
 and :func:`load_space` for a name or a user's YAML file."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 from fbnas.errors import SpecError
 from fbnas.space.layerwise import LayerwiseSpace, layerwise_from_dict
 from fbnas.space.masking import MaskingSpace, parse_space
+from fbnas.space.stagewise import StagewiseSpace, parse_stagewise
 
-KINDS = ("layerwise", "masking")
+KINDS = ("layerwise", "masking", "stagewise")
 
 
 def space_names() -> list[str]:
@@ -48,25 +50,25 @@ def read_space_file(name_or_path: str | Path) -> tuple[Any, str]:
 
 def space_from_dict(data: Any, source: str = "space", input_size: int | None = None,
                     in_channels: int | None = None, width_multiplier: float | None = None,
-                    strides: list[int] | None = None) -> LayerwiseSpace | MaskingSpace:
+                    strides: list[int] | None = None) -> LayerwiseSpace | MaskingSpace | StagewiseSpace:
     """A space from its mapping; ``kind`` (default layerwise) picks the model."""
     kind = data.get("kind", "layerwise") if isinstance(data, dict) else "layerwise"
     if kind not in KINDS:
         raise SpecError(f"{source}: kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind == "masking":
+    if kind in ("masking", "stagewise"):
         scaling = {"input_size": input_size, "in_channels": in_channels, "width_multiplier": width_multiplier,
                    "strides": strides}
         given = [k for k, v in scaling.items() if v is not None and not (k == "input_size" and
                                                                           v == data.get("input_size"))]
         if given:
-            raise SpecError(f"{source}: a masking space is not rescaled ({', '.join(given)}); edit its options")
-        return parse_space(data, source)
+            raise SpecError(f"{source}: a {kind} space is not rescaled ({', '.join(given)}); edit its options")
+        return parse_space(data, source) if kind == "masking" else parse_stagewise(data, source)
     return layerwise_from_dict(data, source, input_size, in_channels, width_multiplier, strides)
 
 
 def load_space(name_or_path: str | Path, input_size: int | None = None, in_channels: int | None = None,
                width_multiplier: float | None = None, strides: list[int] | None = None,
-               ) -> LayerwiseSpace | MaskingSpace:
+               ) -> LayerwiseSpace | MaskingSpace | StagewiseSpace:
     """Load a space by name (``fbnet_v1``) or YAML path; a layer-wise one scaled to ``input_size`` / width /
     strides (``strides`` gives every stage's stride; by default, an input smaller than the space's own size
     drops the earliest stride-2 stages)."""
