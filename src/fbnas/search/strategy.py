@@ -19,7 +19,7 @@ from fbnas.runs import RunFolder
 from fbnas.search.config import SearchConfig
 from fbnas.space.base import DimSpace
 
-STRATEGY_MODULES = ["fbnas.search.dnas", "fbnas.search.dmasking"]
+STRATEGY_MODULES = ["fbnas.search.dnas", "fbnas.search.dmasking", "fbnas.search.jointnas.strategy"]
 
 
 @runtime_checkable
