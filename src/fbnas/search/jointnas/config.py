@@ -56,7 +56,8 @@ class ProxySection(StrictModel):
     train_images: Annotated[int, Field(ge=10)] = 4000  # drawn from the training set by the seed
     val_images: Annotated[int, Field(ge=10)] = 2000  # held out of the training set: the measured accuracy
     epochs: PositiveInt = 4  # the full proxy budget (what calibration trains; the lr schedule's length)
-    recipe: dict[str, Any] = {"batch_size": 128, "warmup_epochs": 0.3}  # Recipe fields under the searched ones
+    bn_images: Annotated[int, Field(ge=0)] = 512  # BN statistics recomputed on these before each evaluation
+    recipe: dict[str, Any] = {"batch_size": 64, "warmup_epochs": 0.3}  # Recipe fields under the searched ones
 
     @field_validator("recipe")
     @classmethod

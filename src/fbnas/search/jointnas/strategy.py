@@ -84,7 +84,7 @@ class JointNas:
 
         jn = cfg.jointnas
         data = ProxyData(cfg.data.name, cfg.data.dir, jn.proxy.train_images, jn.proxy.val_images, cfg.seed,
-                         cfg.data.channels_last)
+                         cfg.data.channels_last, jn.proxy.bn_images)
         arch_part = space.parts["arch"]
         full = arch_part.build(arch_part.default_sample()).arch
         tensors, _, _ = proxy_tensors(data, full.input_size)

@@ -32,6 +32,7 @@ class ProxyData:
     val_images: int
     seed: int
     channels_last: bool = True
+    bn_images: int = 512  # training images the BN statistics are recomputed on before each evaluation
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,49 @@ def proxy_tensors(data: ProxyData, size: int):
     return _DATA[key], train_idx, val_idx
 
 
-class _Stop:
-    """fit() callback: stop after ``stop_epoch`` epochs, or at once when the driver process is gone."""
+def recalibrated(model: Any, loader: Any) -> Any:
+    """A copy of ``model`` whose BN statistics are the exact averages over ``loader`` (precise BN).
 
-    def __init__(self, stop_epoch: int | None, folder: RunFolder) -> None:
+    A proxy run is a few dozen steps: the running averages (momentum 0.1) still lag behind weights that move
+    fast, and the lag compounds over a deep network until the eval-mode network predicts little better than
+    chance while its train-mode accuracy is fine. Recomputing them on a fixed set of training images before
+    each evaluation measures the candidate, not the lag (the training itself is untouched).
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    m = copy.deepcopy(model).eval()
+    bns = [mod for mod in m.modules() if isinstance(mod, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+        bn.train()
+    loader.set_epoch(0)
+    with torch.no_grad():
+        for images, _ in loader:
+            m(images)
+    return m.eval()
+
+
+class _Stop:
+    """fit() callback: validates after every epoch (on a BN-recalibrated copy), stops after ``stop_epoch``
+    epochs, or at once when the driver process is gone."""
+
+    def __init__(self, stop_epoch: int | None, folder: RunFolder, val: Any, bn: Any) -> None:
         self.stop_epoch, self.folder, self.epochs, self.history = stop_epoch, folder, 0, []
+        self.val, self.bn = val, bn
         self.orphaned = False
 
     def on_step(self, *args: Any) -> None:
         pass
 
     def on_epoch_end(self, record: dict[str, Any], state: Any) -> None:
+        from fbnas.train.fit import evaluate
+
+        model = state.eval_model if self.bn is None else recalibrated(state.eval_model, self.bn)
+        record["val_loss"], record["val_acc"] = evaluate(model, self.val)
         self.epochs += 1
         self.history.append(record)
         self.folder.write_metrics(self.history)
@@ -137,13 +170,17 @@ def run_trial(task: TrialTask) -> dict[str, Any]:
     loader = BatchLoader(tensors, train_idx, recipe.batch_size, shuffle=True, augment=augment_config(recipe),
                          seed=recipe.seed, channels_last=recipe.channels_last)
     val = BatchLoader(tensors, val_idx, 1000, shuffle=False, channels_last=recipe.channels_last)
+    bn = None
+    if task.data.bn_images:
+        bn = BatchLoader(tensors, train_idx[:task.data.bn_images], recipe.batch_size, shuffle=False,
+                         channels_last=recipe.channels_last)
     torch.manual_seed(derive_seed(recipe.seed, "init"))
     model = prepare_model(build_model(arch, task.num_classes), recipe)
-    stop = _Stop(task.stop_epoch, folder)
+    stop = _Stop(task.stop_epoch, folder, val, bn)
     t0 = time.perf_counter()
     diverged = None
     try:
-        out = fit(model, loader, recipe, eval_loaders={"val": val}, callbacks=[stop])
+        out = fit(model, loader, recipe, callbacks=[stop])
         if stop.orphaned:
             raise FbnasError(f"trial {task.trial_id}: the search that started it is gone; stopped")
         history = out.history
