@@ -4,8 +4,9 @@
                proxy, stopped at its early-stopping epoch (uniform samples; the random search of equal cost and
                the held-out set of the predictor): OUT/trials/r0000 ...
     predictor  the search's predictor on the random trials (never used to fit it): Spearman / Kendall; the
-               pretraining ablation: K random splits of the random trials into TRAIN fitting / the rest
-               held out, the encoder pretrained on MACs / params vs randomly initialised (same seeds)
+               pretraining ablation: K random splits of all trials (the search's and the random ones) into
+               TRAIN fitting / the rest held out, the encoder pretrained on MACs / params vs randomly
+               initialised (same seeds)
     retrain    retrain, with the same epochs and seeds: JointNAS's top-1 with its searched recipe, the same
                architecture with the default recipe, and the random search's proxy-best (among the first M
                random trials, M = the search's number of trials) with its recipe; test accuracy
@@ -132,16 +133,19 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
     print(f"predictor on {len(fit_samples)} trials (search + half the random ones), on the other {len(held)}: "
           f"{out['search_plus_half_random_on_other_half']}", flush=True)
     rows = []
-    for k in range(args.splits):
-        perm = np.random.default_rng(1000 + k).permutation(len(ids))
-        train = [ids[i] for i in perm[:args.train]]
-        test = [ids[i] for i in perm[args.train:]]
+    pooled = {**{f"s:{t}": s_trials[t] for t in s_trials}, **{f"r:{t}": rnd[t] for t in rnd}}
+    pooled_acc = {**{f"s:{t}": s_acc[t] for t in s_trials}, **{f"r:{t}": acc[t] for t in rnd}}
+    keys = sorted(pooled)
+    for k in range(args.splits):  # the search's and the random trials pooled; TRAIN fit, the rest held out
+        perm = np.random.default_rng(1000 + k).permutation(len(keys))
+        train = [keys[i] for i in perm[:args.train]]
+        test = [keys[i] for i in perm[args.train:]]
         row: dict[str, Any] = {"split": k, "train": len(train), "test": len(test)}
         for pretrained in (True, False):
-            p = fit_predictor(space, [rnd[t]["sample"] for t in train], [acc[t] for t in train], pc, cfg.seed,
-                              pre[pretrained], f"split{k}")
+            p = fit_predictor(space, [pooled[t]["sample"] for t in train], [pooled_acc[t] for t in train], pc,
+                              cfg.seed, pre[pretrained], f"split{k}")
             row["pretrained" if pretrained else "random_init"] = rank_metrics(
-                p.predict([rnd[t]["sample"] for t in test]).tolist(), [acc[t] for t in test])
+                p.predict([pooled[t]["sample"] for t in test]).tolist(), [pooled_acc[t] for t in test])
         rows.append(row)
         print(f"split {k}: pretrained {row['pretrained']}, random init {row['random_init']}", flush=True)
     mean = {m: {k: statistics.fmean(r[m][k] for r in rows) for k in ("spearman", "kendall")}

@@ -279,3 +279,27 @@ def test_fbnas_train_uses_the_searched_recipe(smoke_run, tmp_path):
     cmd2 = [*cmd[:-1], str(tmp_path / "t2"), "--lr", "0.0123"]
     assert subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300).returncode == 0
     assert json.loads((tmp_path / "t2" / "config.json").read_text())["recipe"]["lr"] == 0.0123
+
+
+def test_train_aware_objective_is_a_s_w_p_v():
+    from fbnas.search.jointnas.evolution import train_aware_objective
+
+    seeds = [{"s": 2.0, "p": 1.0}, {"s": 4.0, "p": 3.0}, {"s": 8.0, "p": 9.0}]
+    obj = train_aware_objective(lambda x: x["s"], lambda x: x["p"], seeds, -0.07, -0.05)
+    got = obj([{"s": 8.0, "p": 1.0}], np.array([0.9]))
+    assert got[0] == pytest.approx(0.9 * (8.0 / 4.0) ** -0.07 * (1.0 / 3.0) ** -0.05)
+
+
+def test_reuse_with_the_train_aware_objective_measures_a_step_time_table(smoke_run, tmp_path):
+    out, cfg, result = smoke_run
+    s = strategies()["jointnas"]
+    data = cfg.to_dict()
+    data["jointnas"]["reuse_predictor"] = str(out)
+    data["jointnas"]["evolution"]["objective"] = "train_aware"
+    data["jointnas"]["step_time"] = {"path": None, "batch": 8, "rounds": 1}
+    new = run_search(s, s.config_model.parse(data, "reuse"), tmp_path / "ta", log=lambda m: None)
+    table = json.loads((tmp_path / "ta" / "step_time.json").read_text())
+    assert table["meta"]["batch"] == 8 and len(table["entries"]) > 10
+    assert all(e["step_time_ms"] > 0 for e in new["samples"]) and new["objective"] == "train_aware"
+    top = new["samples"][0]
+    assert top["score"] != pytest.approx(top["predicted_acc"])  # the reward, not the accuracy
