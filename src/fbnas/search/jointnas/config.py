@@ -96,7 +96,8 @@ class PredictorSection(StrictModel):
     weight_decay: Annotated[float, Field(ge=0.0)] = 1e-4
     batch_size: PositiveInt = 16
     huber_delta: PositiveFloat = 1.0  # in units of the accuracy's standard deviation
-    ensemble: PositiveInt = 3  # predictors from different initialisations, averaged
+    ensemble: PositiveInt = 5  # predictors from different initialisations, averaged (their spread: uncertainty)
+    bootstrap: bool = True  # each member fitted on a bootstrap resample of the trials (bagging)
 
 
 class CoarseSection(StrictModel):
@@ -119,6 +120,7 @@ class EvolutionSection(StrictModel):
     crossover_range: list[Unit] = [0.2, 0.9]
     sigma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.15  # a range's mutation step, in unit-cube coordinates
     objective: Literal["accuracy", "train_aware"] = "accuracy"  # train_aware: A * S^w * P^v (EfficientNetV2)
+    uncertainty: Annotated[float, Field(ge=0.0)] = 2.0  # A = ensemble mean - this x its std (0: the mean)
     w: float = -0.07  # exponent of the normalised training step time S
     v: float = -0.05  # exponent of the params P
     top_k: PositiveInt = 5

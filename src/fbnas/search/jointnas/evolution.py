@@ -37,7 +37,7 @@ from fbnas.space.dims import Choice
 class Scored:
     sample: Sample
     score: float
-    predicted_acc: float
+    predicted_acc: float  # what ``predict`` gave (the acquisition: a lower bound of the accuracy by default)
     generation: int
 
 

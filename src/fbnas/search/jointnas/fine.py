@@ -93,7 +93,7 @@ def entry(space: JointSpace, constraints: Constraints, base_recipe: dict[str, An
     costs = constraints.costs(scored.sample)
     return {"rank": rank, "sample": scored.sample, "arch": arch.to_dict(),
             "recipe": retrain_recipe(space, base_recipe, scored.sample), "predicted_acc": scored.predicted_acc,
-            "score": scored.score, "macs": int(report.macs), "params": int(report.params),
+            "acquisition": scored.predicted_acc, "score": scored.score, "macs": int(report.macs), "params": int(report.params),
             "latency_ms": costs["latency_ms"], "step_time_ms": None if step_time is None else step_time(scored.sample),
             "constraints": constraints.describe(scored.sample), "generation": scored.generation}
 
@@ -113,10 +113,15 @@ def run_fine(space: JointSpace, cfg: Any, predictor: AccuracyPredictor, constrai
     if ev.objective == "train_aware":
         step_time = step_time_fn(space, cfg, folder_path, num_classes, log)
         objective = train_aware_objective(step_time, lambda s: constraints.costs(s)["params"], seeds, ev.w, ev.v)
-    ga = evolve(space, seeds, predictor.predict, constraints.ok, ev, cfg.seed, objective, log)
+    def acquisition(samples: list[Sample]):
+        return predictor.lower_bound(samples, ev.uncertainty)
+
+    ga = evolve(space, seeds, acquisition, constraints.ok, ev, cfg.seed, objective, log)
     log(f"fine stage: stopped after {len(ga.history)} generations ({ga.stopped}); {len(ga.archive)} pairs scored")
     top = [entry(space, constraints, base_recipe, s, r + 1, num_classes, step_time)
            for r, s in enumerate(ga.archive[:ev.top_k])]
-    archive = [{"predicted_acc": s.predicted_acc, **{k: v for k, v in constraints.costs(s.sample).items()}}
-               for s in ga.archive]
+    members = predictor.predict_members([e["sample"] for e in top])
+    for e, m, a in zip(top, members.mean(0), members.std(0), strict=True):
+        e["predicted_acc"], e["predicted_std"] = float(m), float(a)
+    archive = [{"predicted_acc": s.predicted_acc, **constraints.costs(s.sample)} for s in ga.archive]
     return FineResult(ga, top, archive, len(seeds), time.perf_counter() - t0)

@@ -227,17 +227,27 @@ class AccuracyPredictor:
         self.proxy_mean, self.proxy_std, self.pretrained = list(proxy_mean), list(proxy_std), pretrained
 
     @torch.no_grad()
-    def predict(self, samples: Sequence[Sample], chunk: int = 4096) -> np.ndarray:
-        """Mean predicted proxy accuracy of the members, in accuracy units."""
+    def predict_members(self, samples: Sequence[Sample], chunk: int = 4096) -> np.ndarray:
+        """Every member's predicted proxy accuracy, ``[members, samples]``, in accuracy units."""
         if not samples:
-            return np.zeros(0)
+            return np.zeros((len(self.members), 0))
         out = []
         with deterministic(("predict",)):
             for i in range(0, len(samples), chunk):
                 xa, xr = encode(self.space, samples[i:i + chunk])
-                z = torch.stack([m(xa, xr) for m in self.members]).mean(0)
+                z = torch.stack([m(xa, xr) for m in self.members])
                 out.append(z.double().numpy() * self.y_std + self.y_mean)
-        return np.concatenate(out)
+        return np.concatenate(out, axis=1)
+
+    def predict(self, samples: Sequence[Sample]) -> np.ndarray:
+        """The members' mean predicted proxy accuracy."""
+        return self.predict_members(samples).mean(0)
+
+    def lower_bound(self, samples: Sequence[Sample], kappa: float) -> np.ndarray:
+        """Mean minus ``kappa`` standard deviations of the members: where the members disagree (far from the
+        trained candidates, where an MLP extrapolates) a prediction counts for less."""
+        z = self.predict_members(samples)
+        return z.mean(0) - kappa * (z.std(0) if len(z) > 1 else 0.0)
 
     @torch.no_grad()
     def predict_proxy(self, samples: Sequence[Sample]) -> np.ndarray:
@@ -297,10 +307,13 @@ def fit_predictor(space: JointSpace, samples: Sequence[Sample], accs: Sequence[f
     for m, sd in enumerate(pre.members):
         key = (seed, "jointnas", "predictor", m, tag)
         log = FitLog()
+        idx = torch.arange(len(y))
+        if cfg.bootstrap and len(pre.members) > 1:  # bagging: each member sees its own resample of the trials
+            idx = torch.randint(len(y), (len(y),), generator=make_generator(*key, "bootstrap"))
         with deterministic(key):
             net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head)
             net.load_state_dict(sd)
-            fit_accuracy(net, xa, xr, yt, cfg, key, log)
+            fit_accuracy(net, xa[idx], xr[idx], yt[idx], cfg, key, log)
         members.append(net.eval())
         if logs is not None:
             logs.append(log)
