@@ -8,8 +8,10 @@
                TRAIN fitting / the rest held out, the encoder pretrained on MACs / params vs randomly
                initialised (same seeds)
     retrain    retrain, with the same epochs and seeds: JointNAS's top-1 with its searched recipe, the same
-               architecture with the default recipe, and the random search's proxy-best (among the first M
-               random trials, M = the search's number of trials) with its recipe; test accuracy
+               architecture with the default recipe (and, --with-base, with the proxy's base recipe: batch
+               size and warm-up of the search, the searched fields at their defaults), and the random search's
+               proxy-best (among the first M random trials, M = the search's number of trials) with its
+               recipe; test accuracy
 
     python benchmarks/jointnas_eval.py random --search runs/jn --n 60 --out runs/jn_random
     python benchmarks/jointnas_eval.py predictor --search runs/jn --random runs/jn_random --json out.json
@@ -196,6 +198,14 @@ def cmd_retrain(args: argparse.Namespace) -> dict[str, Any]:
     runs = {"jointnas_searched_recipe": (Path(args.search) / "result.json", []),
             "jointnas_default_recipe": (arch_only, []),
             "random_best_its_recipe": (random_best, [])}
+    if args.with_base:  # the proxy's base recipe (batch size, warm-up) with the searched fields at their defaults
+        from fbnas.train.recipe import Recipe
+
+        base = Recipe.from_dict(dict(cfg.jointnas.proxy.recipe)).to_dict()
+        base_file = out_dir / "jointnas_base.result.json"
+        atomic_write_json(base_file, {"arch": result["arch"], "recipe": {
+            k: v for k, v in base.items() if k not in ("epochs", "seed", "threads")}})
+        runs["jointnas_base_recipe"] = (base_file, [])
     jobs = [(name, seed, out_dir / f"{name}.seed{seed}", arch, extra) for seed in seeds
             for name, (arch, extra) in runs.items()]
     pending, running = [j for j in jobs if _finished(j[2]) is None], []
@@ -265,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seeds", default="0,1")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--jobs", type=int, default=2)
+    t.add_argument("--with-base", action="store_true",
+                   help="also the top-1 with the proxy's base recipe (searched fields at the Recipe defaults)")
     t.add_argument("--out", required=True)
     t.add_argument("--json", default=None)
     args = p.parse_args(argv)
