@@ -303,3 +303,45 @@ def test_reuse_with_the_train_aware_objective_measures_a_step_time_table(smoke_r
     assert all(e["step_time_ms"] > 0 for e in new["samples"]) and new["objective"] == "train_aware"
     top = new["samples"][0]
     assert top["score"] != pytest.approx(top["predicted_acc"])  # the reward, not the accuracy
+
+
+def test_shipped_config_and_quick_preset_parse():
+    from fbnas.config import load_config
+
+    full = load_config("configs/jointnas_fashion_mnist.yaml", JointNasConfig)
+    quick = load_config("configs/jointnas_fashion_mnist.yaml", JointNasConfig, "quick")
+    assert full.constraints.macs == quick.constraints.macs == 15.0
+    n = lambda c: c.jointnas.calibration.candidates + (c.jointnas.coarse.iterations - 1) * c.jointnas.coarse.batch  # noqa: E731
+    assert (n(full), n(quick)) == (56, 24)
+    space = joint_space(full.jointnas.space)
+    assert space.dim("recipe.lr").high == 0.8 and space.parts["arch"].name == "fbnetv3_fmnist"
+    assert full.jointnas.predictor.freeze_epochs == full.jointnas.predictor.finetune_epochs == 50
+    assert full.jointnas.calibration.threshold == 0.92
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"jointnas": {"coarse": {"pool": 0}}}, "cfg.yaml: jointnas.coarse.pool: must be >= 1"),
+    ({"jointnas": {"evolution": {"objective": "speed"}}}, "cfg.yaml: jointnas.evolution.objective: must be one of"),
+    ({"jointnas": {"proxy": {"recipe": {"epochs": 3}}}}, "cfg.yaml: jointnas.proxy.recipe.epochs: set by the search"),
+    ({"jointnas": {"proxy": {"recipe": {"lr": -1.0}}}}, "cfg.yaml: jointnas.proxy.recipe.lr: must be in (0, 100]"),
+    ({"jointnas": {"calibration": {"epoch": 9}}}, "jointnas.calibration.epoch: must be <= proxy.epochs (4)"),
+    ({"jointnas": {"executor": {"kind": "ray"}}}, "cfg.yaml: jointnas.executor.kind: must be one of"),
+    ({"jointnas": {"coarse": {"poool": 3}}}, "cfg.yaml: jointnas.coarse.poool: unknown field; valid: batch"),
+])
+def test_bad_config_is_one_line_naming_the_field(change, message):
+    from fbnas.errors import FbnasError
+
+    with pytest.raises(FbnasError) as e:
+        JointNasConfig.parse(change, "cfg.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_recipe_ranges_name_the_field():
+    from fbnas.errors import FbnasError
+
+    cfg = JointNasConfig.parse({"jointnas": {"space": {"ranges": {"momentum": {"low": 0.5, "high": 0.9}}}}}, "c")
+    with pytest.raises(FbnasError, match="jointnas.space.ranges.momentum: not a searched field"):
+        joint_space(cfg.jointnas.space, "c.yaml")
+    cfg = JointNasConfig.parse({"jointnas": {"space": {"ranges": {"lr": {"low": 0.0, "high": 0.9}}}}}, "c")
+    with pytest.raises(FbnasError, match="c.yaml: jointnas.space: .*lr"):
+        joint_space(cfg.jointnas.space, "c.yaml")

@@ -70,7 +70,7 @@ class ProxySection(StrictModel):
         try:
             Recipe.from_dict(v, "recipe")
         except RecipeError as e:
-            raise ValueError(str(e)) from None
+            raise ValueError(str(e).removeprefix("recipe: ")) from None
         return v
 
 

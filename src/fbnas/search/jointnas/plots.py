@@ -76,6 +76,8 @@ def early_stop(path: Path, correlation: Sequence[float] | None, chosen: int, thr
     for c in curves:
         ax2.plot(range(1, len(c) + 1), [100 * v for v in c], "o-", lw=0.8, ms=3)
     ax2.axvline(chosen, color="g", lw=1.0)
+    if curves:
+        ax2.set_xticks(list(range(1, max(len(c) for c in curves) + 1)))
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("validation accuracy (%)")
     ax2.set_title("calibration candidates")
