@@ -93,7 +93,8 @@ def entry(space: JointSpace, constraints: Constraints, base_recipe: dict[str, An
     costs = constraints.costs(scored.sample)
     return {"rank": rank, "sample": scored.sample, "arch": arch.to_dict(),
             "recipe": retrain_recipe(space, base_recipe, scored.sample), "predicted_acc": scored.predicted_acc,
-            "acquisition": scored.predicted_acc, "score": scored.score, "macs": int(report.macs), "params": int(report.params),
+            "acquisition": scored.predicted_acc, "score": scored.score, "macs": int(report.macs),
+            "params": int(report.params),
             "latency_ms": costs["latency_ms"], "step_time_ms": None if step_time is None else step_time(scored.sample),
             "constraints": constraints.describe(scored.sample), "generation": scored.generation}
 
