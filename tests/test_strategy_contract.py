@@ -1,7 +1,8 @@
 """Contract of every registered search strategy, on its seconds-long ``smoke_config``: the run folder is the one
 of every run (manifest, config, a metrics row per epoch, a ``weights_only`` checkpoint tagged with its schema,
-the heatmap), and ``result.json`` holds the found architecture as a named sample that the strategy's space
-builds back into the same arch spec (its samples too). The negative control shows the check can fail."""
+its plots: the heatmap unless the strategy names its own ``plots``), and ``result.json`` holds the found
+architecture as a named sample that the strategy's space builds back into the same arch spec (and, for a joint
+space, into the same recipe fields; its samples too). The negative control shows the check can fail."""
 
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ def result_problems(strategy: Strategy, cfg, result: dict) -> list[str]:
     problems = []
     for entry in [result, *result.get("samples", [])]:
         sample = json.loads(json.dumps(entry["sample"]))
-        built = space.build(sample).arch
-        if built is None or not _same_spec(built.to_dict(), entry["arch"]):
+        built = space.build(sample)
+        if built.arch is None or not _same_spec(built.arch.to_dict(), entry["arch"]):
             problems.append(f"sample {sample} does not build its arch spec")
-        if space.indices(sample) != entry["choices"]:
+        if built.recipe is not None and any(entry.get("recipe", {}).get(k) != v for k, v in built.recipe.items()):
+            problems.append(f"sample {sample} does not build its recipe {entry.get('recipe')}")
+        if "choices" in entry and space.indices(sample) != entry["choices"]:
             problems.append(f"sample {sample} is not choices {entry['choices']}")
     return problems
 
 
-def folder_problems(folder: RunFolder, cfg) -> list[str]:
+def folder_problems(folder: RunFolder, cfg, strategy: Strategy | None = None) -> list[str]:
     problems = []
     manifest = folder.read_json(folder.MANIFEST)
     if not manifest or manifest["kind"] != "search" or not manifest["ended_at"] or manifest["seed"] != cfg.seed:
@@ -41,13 +44,15 @@ def folder_problems(folder: RunFolder, cfg) -> list[str]:
     if folder.read_config() != cfg.to_dict():
         problems.append("config.json is not the resolved config")
     rows = folder.read_metrics()
-    if [r["epoch"] for r in rows] != list(range(cfg.schedule.epochs)):
+    epochs = strategy.expected_epochs(cfg) if hasattr(strategy, "expected_epochs") else cfg.schedule.epochs
+    if [r["epoch"] for r in rows] != list(range(epochs)):
         problems.append(f"metrics.jsonl epochs {[r['epoch'] for r in rows]}")
     state = torch.load(folder.file(folder.CHECKPOINT), weights_only=True)
     if state.get("schema") != "fbnas.search/1":
         problems.append(f"checkpoint schema {state.get('schema')}")
-    if not folder.plot("theta_heatmap.png").exists():
-        problems.append("no heatmap")
+    for plot in getattr(strategy, "plots", ["theta_heatmap.png"]):
+        if not folder.plot(plot).exists():
+            problems.append(f"no {plot}")
     return problems
 
 
@@ -58,10 +63,10 @@ def test_strategy_contract(name, tmp_path):
     result = run_search(strategy, cfg, tmp_path / name, log=lambda m: None)
     assert result == json.loads((tmp_path / name / "result.json").read_text())
     assert result_problems(strategy, cfg, result) == []
-    assert folder_problems(RunFolder(tmp_path / name), cfg) == []
+    assert folder_problems(RunFolder(tmp_path / name), cfg, strategy) == []
     assert strategy.format_result(result).strip()
     # negative control: a result whose sample names another architecture
     tampered = copy.deepcopy(result)
-    dim = strategy.space(cfg).dims[-1]
+    dim = [d for d in strategy.space(cfg).dims if len(getattr(d, "values", ())) > 1][-1]
     tampered["sample"][dim.name] = next(v for v in dim.values if v != result["sample"][dim.name])
     assert result_problems(strategy, cfg, tampered) != []

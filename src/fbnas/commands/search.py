@@ -1,5 +1,6 @@
 """``fbnas search STRATEGY --config FILE --out DIR [--preset quick] [--resume] [--set KEY=VALUE ...]``: one
-subcommand per registered strategy (:mod:`fbnas.search.strategy`)."""
+subcommand per registered strategy (:mod:`fbnas.search.strategy`); a strategy may add options of its own
+(``cli_options``), each a shorthand for one ``--set``."""
 
 from __future__ import annotations
 
@@ -14,16 +15,28 @@ def add_parser(sub) -> None:
     for name, strategy in found.items():
         sp = ssub.add_parser(name, help=strategy.help)
         add_run_args(sp, "run folder (checkpoints, history, plots, result.json)", "loss.form=none")
+        for flag, key, metavar, text in getattr(strategy, "cli_options", ()):
+            sp.add_argument(flag, dest=_dest(flag), default=None, metavar=metavar, help=f"{text} (= --set {key}=...)")
         sp.set_defaults(func=lambda args, s=strategy: run(s, args))
     p.set_defaults(func=lambda a: (p.print_help(), 2)[1])
 
 
+def _dest(flag: str) -> str:
+    return "opt_" + flag.lstrip("-").replace("-", "_")
+
+
 def run(strategy, args) -> int:
+    """A strategy's own options (``cli_options``: flag, config key, metavar, help) are ``--set KEY=VALUE``s."""
+    import json
+
     from fbnas.config import load_config
     from fbnas.runs import RunFolder
     from fbnas.search.strategy import run_search, saved_config
 
-    cfg = load_config(args.config, strategy.config_model, args.preset, args.set)
+    options = getattr(strategy, "cli_options", ())
+    extra = [f"{key}={json.dumps(getattr(args, _dest(flag)))}" for flag, key, _, _ in options
+             if getattr(args, _dest(flag), None) is not None]
+    cfg = load_config(args.config, strategy.config_model, args.preset, [*args.set, *extra])
     if args.resume:
         saved = saved_config(strategy, args.out)
         if saved is not None:

@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                    help="continue the run in DIR (or --out) from its checkpoint, bit-exactly")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the run in --out (kept until the new run has written its first checkpoint)")
-    p.add_argument("--recipe", default=None, help="recipe file (YAML); command-line options override it")
+    p.add_argument("--recipe", default=None, help="recipe file (YAML); command-line options override it (default: "
+                   "the searched recipe of a JointNAS result.json given as --arch, else the default recipe)")
     p.add_argument("--val-ratio", type=float, default=None, help="hold out this part of the training set (default 0)")
     for flag, field, typ in RECIPE_OPTIONS:
         p.add_argument(flag, dest=f"r_{field}", type=typ, default=None, metavar=field.upper(),
@@ -65,11 +66,17 @@ def run(args) -> int:
     else:
         if not args.arch or not args.out:
             raise FbnasError("train needs --arch NAME_OR_SPEC and --out DIR (or --resume DIR)")
+        from fbnas.train.recipe import searched_recipe
+
         out = args.out
         from fbnas.io import check_output
 
         check_output(out, "--out", "folder")  # before any work
-        base = Recipe.load(args.recipe) if args.recipe else Recipe()
+        found = None if args.recipe else searched_recipe(args.arch)
+        if found is not None:
+            print(f"fbnas: note: training with the recipe searched with {args.arch} (--recipe FILE replaces it; "
+                  "options override its fields)", file=sys.stderr)
+        base = Recipe.load(args.recipe) if args.recipe else (found or Recipe())
         try:
             recipe = base.replace(**overrides)
         except FbnasError as e:

@@ -19,7 +19,8 @@ from fbnas.runs import RunFolder, restoring
 from fbnas.search.config import SearchConfig
 from fbnas.space.base import DimSpace
 
-STRATEGY_MODULES = ["fbnas.search.dnas", "fbnas.search.dmasking", "fbnas.search.fpnas"]
+STRATEGY_MODULES = ["fbnas.search.dnas", "fbnas.search.dmasking", "fbnas.search.fpnas",
+                     "fbnas.search.jointnas.strategy"]
 
 
 @runtime_checkable

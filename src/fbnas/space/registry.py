@@ -1,5 +1,5 @@
 """Named spaces shipped as YAML data in ``defs/`` (``kind: layerwise``, the default, ``kind: masking`` or
-``kind: fpnas``), and :func:`load_space` for a name or a user's YAML file."""
+``kind: fpnas`` or ``kind: stagewise``), and :func:`load_space` for a name or a user's YAML file."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from fbnas.errors import SpecError
 from fbnas.space.fpnas import FPNasSpace, parse_fpnas_space
 from fbnas.space.layerwise import LayerwiseSpace, layerwise_from_dict
 from fbnas.space.masking import MaskingSpace, parse_space
+from fbnas.space.stagewise import StagewiseSpace, parse_stagewise
 
-KINDS = ("layerwise", "masking", "fpnas")
-AnySpace = LayerwiseSpace | MaskingSpace | FPNasSpace
+KINDS = ("layerwise", "masking", "fpnas", "stagewise")
+AnySpace = LayerwiseSpace | MaskingSpace | FPNasSpace | StagewiseSpace
 
 
 def space_names() -> list[str]:
@@ -57,14 +58,15 @@ def space_from_dict(data: Any, source: str = "space", input_size: int | None = N
     kind = data.get("kind", "layerwise") if isinstance(data, dict) else "layerwise"
     if kind not in KINDS:
         raise SpecError(f"{source}: kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    if kind in ("masking", "fpnas"):
+    if kind in ("masking", "fpnas", "stagewise"):
         scaling = {"input_size": input_size, "in_channels": in_channels, "width_multiplier": width_multiplier,
                    "strides": strides}
         given = [k for k, v in scaling.items() if v is not None and not (k == "input_size" and
                                                                           v == data.get("input_size"))]
         if given:
             raise SpecError(f"{source}: a {kind} space is not rescaled ({', '.join(given)}); edit its options")
-        return parse_space(data, source) if kind == "masking" else parse_fpnas_space(data, source)
+        parsers = {"masking": parse_space, "fpnas": parse_fpnas_space, "stagewise": parse_stagewise}
+        return parsers[kind](data, source)
     return layerwise_from_dict(data, source, input_size, in_channels, width_multiplier, strides)
 
 

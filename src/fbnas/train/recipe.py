@@ -139,6 +139,27 @@ class Recipe(StrictModel):
         return cls.from_dict(data, source=str(path))
 
 
+def searched_recipe(arch: str | Path | None) -> Recipe | None:
+    """The recipe a search found with its architecture: ``recipe`` of a search's result.json (the file, or the
+    run folder holding it) when it has one beside its ``arch`` spec (FBNetV3 JointNAS); None otherwise."""
+    import json
+
+    if arch is None:
+        return None
+    p = Path(str(arch))
+    if p.is_dir():
+        p = p / "result.json"
+    if p.suffix != ".json" or not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not ours to judge here: the arch loader reports a bad file
+    if not (isinstance(data, dict) and isinstance(data.get("arch"), dict) and isinstance(data.get("recipe"), dict)):
+        return None
+    return Recipe.from_dict(data["recipe"], f"{p}: recipe")
+
+
 def recipe_fields() -> dict[str, RecipeField]:
     """Field name -> its :class:`RecipeField` metadata."""
     out = {}

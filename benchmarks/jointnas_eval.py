@@ -1,0 +1,296 @@
+"""JointNAS measurements on top of a finished search (``fbnas search jointnas ... --out SEARCH``).
+
+    random     train N random (architecture, recipe) pairs of the search's space under its constraints on its
+               proxy, stopped at its early-stopping epoch (uniform samples; the random search of equal cost and
+               the held-out set of the predictor): OUT/trials/r0000 ...
+    predictor  the search's predictor on the random trials (never used to fit it): Spearman / Kendall; the
+               pretraining ablation: K random splits of all trials (the search's and the random ones) into
+               TRAIN fitting / the rest held out, the encoder pretrained on MACs / params vs randomly
+               initialised (same seeds)
+    retrain    retrain, with the same epochs and seeds: JointNAS's top-1 with its searched recipe, the same
+               architecture with the default recipe (and, --with-base, with the proxy's base recipe: batch
+               size and warm-up of the search, the searched fields at their defaults), and the random search's
+               proxy-best (among the first M random trials, M = the search's number of trials) with its
+               recipe; test accuracy
+
+    python benchmarks/jointnas_eval.py random --search runs/jn --n 60 --out runs/jn_random
+    python benchmarks/jointnas_eval.py predictor --search runs/jn --random runs/jn_random --json out.json
+    python benchmarks/jointnas_eval.py retrain --search runs/jn --random runs/jn_random --epochs 4 \\
+        --limit-train 20000 --seeds 0,1 --jobs 2 --out runs/jn_retrain --json out.json
+
+Every step is resumable: trials and retrainings already finished are read back, not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_search(path: str):
+    from fbnas.runs import RunFolder
+    from fbnas.search.jointnas.config import JointNasConfig
+    from fbnas.search.jointnas.spaces import joint_space
+
+    folder = RunFolder(path, "search")
+    result = folder.read_result()
+    if result is None or result.get("strategy") != "jointnas":
+        raise SystemExit(f"{path}: not a finished JointNAS search")
+    cfg = JointNasConfig.parse(folder.read_config(), str(folder.file(folder.CONFIG)))
+    return folder, cfg, joint_space(cfg.jointnas.space), result
+
+
+def search_trials(folder) -> dict[str, dict]:
+    from fbnas.search.jointnas.trials import read_finished
+
+    return read_finished(folder.path / "trials")
+
+
+def cmd_random(args: argparse.Namespace) -> None:
+    from fbnas.runs import RunFolder
+    from fbnas.search.executors import make_executor
+    from fbnas.search.jointnas.coarse import Context, make_task, train_tasks
+    from fbnas.search.jointnas.spaces import Constraints, sample_key
+    from fbnas.search.jointnas.trials import ProxyData, proxy_tensors
+
+    folder, cfg, space, result = load_search(args.search)
+    jn = cfg.jointnas
+    early = int(result["coarse"]["early_stop_epoch"])
+    data = ProxyData(cfg.data.name, cfg.data.dir, jn.proxy.train_images, jn.proxy.val_images, cfg.seed,
+                     cfg.data.channels_last, jn.proxy.bn_images)
+    tensors, _, _ = proxy_tensors(data, 28)
+    cons = Constraints(space, cfg.constraints.active(), int(result["num_classes"]))
+    samples, seen, step = [], set(), 0
+    while len(samples) < args.n:  # uniform samples under the constraints, keyed by (seed, step, stream)
+        s = space.sample(cfg.seed, step, stream=97)
+        step += 1
+        if sample_key(s) not in seen and cons.ok(s):
+            seen.add(sample_key(s))
+            samples.append(s)
+    out = RunFolder(args.out, "search")
+    out.path.mkdir(parents=True, exist_ok=True)
+    ex = jn.executor
+    executor = make_executor(ex.kind, ex.workers, ex.threads)
+    ctx = Context(space, cfg, out, cons, data, int(tensors.num_classes), dict(jn.proxy.recipe), executor,
+                  lambda m: print(m, flush=True))
+    tasks = [make_task(ctx, f"r{i:04d}", "random", s, early) for i, s in enumerate(samples)]
+    t0 = time.perf_counter()
+    try:
+        train_tasks(ctx, tasks, "random")
+    finally:
+        executor.close()
+    print(f"{len(tasks)} random trials in {time.perf_counter() - t0:.0f} s -> {out.path / 'trials'}")
+
+
+def _accs(trials: dict[str, dict], early: int) -> dict[str, float]:
+    from fbnas.search.jointnas.coarse import measured_acc
+
+    return {t: measured_acc(r, early) for t, r in trials.items()}
+
+
+def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
+    from fbnas.cost.counting import count
+    from fbnas.search.jointnas.predictor import AccuracyPredictor, fit_predictor, pretrain, rank_metrics
+
+    folder, cfg, space, result = load_search(args.search)
+    early = int(result["coarse"]["early_stop_epoch"])
+    rnd = search_trials(type(folder)(args.random, "search"))
+    ids = sorted(rnd)
+    acc = _accs(rnd, early)
+    pc = cfg.jointnas.predictor
+    out: dict[str, Any] = {"search": args.search, "random": args.random, "early_stop_epoch": early,
+                           "search_trials": len(search_trials(folder)), "random_trials": len(ids)}
+    predictor = AccuracyPredictor.load(folder.file("predictor.pt"), space, pc)
+    pred = predictor.predict([rnd[t]["sample"] for t in ids])
+    out["search_predictor_on_random"] = rank_metrics(pred.tolist(), [acc[t] for t in ids])
+    print(f"search's predictor ({out['search_trials']} trials) on {len(ids)} held-out random trials: "
+          f"{out['search_predictor_on_random']}", flush=True)
+    num_classes = int(result["num_classes"])
+
+    def costs(arch_sample):
+        r = count(space.parts["arch"].build(arch_sample).arch, num_classes=num_classes)
+        return {"macs": r.macs / 1e6, "params": r.params / 1e6}
+
+    pre = {True: pretrain(space, pc, cfg.seed, costs), False: pretrain(space, pc.replace(pretrain=False), cfg.seed,
+                                                                       costs)}
+    # search trials + part of the random ones, evaluated on the rest of the random ones
+    s_trials = search_trials(folder)
+    s_acc = _accs(s_trials, early)
+    half = ids[: len(ids) // 2]
+    held = ids[len(ids) // 2:]
+    fit_samples = [s_trials[t]["sample"] for t in sorted(s_trials)] + [rnd[t]["sample"] for t in half]
+    fit_acc = [s_acc[t] for t in sorted(s_trials)] + [acc[t] for t in half]
+    p2 = fit_predictor(space, fit_samples, fit_acc, pc, cfg.seed, pre[True], "eval")
+    out["search_plus_half_random_on_other_half"] = {
+        "fit": len(fit_samples), **rank_metrics(p2.predict([rnd[t]["sample"] for t in held]).tolist(),
+                                                [acc[t] for t in held])}
+    print(f"predictor on {len(fit_samples)} trials (search + half the random ones), on the other {len(held)}: "
+          f"{out['search_plus_half_random_on_other_half']}", flush=True)
+    rows = []
+    pooled = {**{f"s:{t}": s_trials[t] for t in s_trials}, **{f"r:{t}": rnd[t] for t in rnd}}
+    pooled_acc = {**{f"s:{t}": s_acc[t] for t in s_trials}, **{f"r:{t}": acc[t] for t in rnd}}
+    keys = sorted(pooled)
+    for k in range(args.splits):  # the search's and the random trials pooled; TRAIN fit, the rest held out
+        perm = np.random.default_rng(1000 + k).permutation(len(keys))
+        train = [keys[i] for i in perm[:args.train]]
+        test = [keys[i] for i in perm[args.train:]]
+        row: dict[str, Any] = {"split": k, "train": len(train), "test": len(test)}
+        for pretrained in (True, False):
+            p = fit_predictor(space, [pooled[t]["sample"] for t in train], [pooled_acc[t] for t in train], pc,
+                              cfg.seed, pre[pretrained], f"split{k}")
+            row["pretrained" if pretrained else "random_init"] = rank_metrics(
+                p.predict([pooled[t]["sample"] for t in test]).tolist(), [pooled_acc[t] for t in test])
+        rows.append(row)
+        print(f"split {k}: pretrained {row['pretrained']}, random init {row['random_init']}", flush=True)
+    mean = {m: {k: statistics.fmean(r[m][k] for r in rows) for k in ("spearman", "kendall")}
+            for m in ("pretrained", "random_init")}
+    out["ablation"] = {"splits": rows, "mean": mean,
+                       "pretrained_at_least_random": mean["pretrained"]["spearman"] >= mean["random_init"]["spearman"]}
+    print(f"ablation, mean over {args.splits} splits: {mean}")
+    return out
+
+
+def _train(run_dir: Path, arch_file: Path, seed: int, args: argparse.Namespace, recipe_args: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(arch_file), "--data", "fashion-mnist",
+           "--epochs", str(args.epochs), "--seed", str(seed), "--threads", str(args.threads), "--no-progress",
+           "--out", str(run_dir), *recipe_args]
+    if args.limit_train:
+        cmd += ["--limit-train", str(args.limit_train)]
+    return cmd
+
+
+def _finished(run_dir: Path) -> dict | None:
+    p = run_dir / "result.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def cmd_retrain(args: argparse.Namespace) -> dict[str, Any]:
+    from fbnas.io import atomic_write_json
+
+    folder, cfg, space, result = load_search(args.search)
+    early = int(result["coarse"]["early_stop_epoch"])
+    s_trials = search_trials(folder)
+    rnd = search_trials(type(folder)(args.random, "search"))
+    m = args.random_trials or len(s_trials)
+    first = sorted(rnd)[:m]
+    if len(first) < m:
+        raise SystemExit(f"{args.random}: {len(first)} random trials, the search trained {m}; train more first")
+    acc = _accs(rnd, early)
+    best = max(first, key=lambda t: (acc[t], t))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arch_only = out_dir / "jointnas_top1.arch.json"
+    atomic_write_json(arch_only, result["arch"])
+    from fbnas.search.jointnas.fine import retrain_recipe
+
+    random_best = out_dir / "random_best.result.json"
+    atomic_write_json(random_best, {"arch": rnd[best]["arch"], "recipe": retrain_recipe(
+        space, dict(cfg.jointnas.proxy.recipe), rnd[best]["sample"]), "sample": rnd[best]["sample"]})
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = {"jointnas_searched_recipe": (Path(args.search) / "result.json", []),
+            "jointnas_default_recipe": (arch_only, []),
+            "random_best_its_recipe": (random_best, [])}
+    if args.with_base:  # the proxy's base recipe (batch size, warm-up) with the searched fields at their defaults
+        from fbnas.train.recipe import Recipe
+
+        base = Recipe.from_dict(dict(cfg.jointnas.proxy.recipe)).to_dict()
+        base_file = out_dir / "jointnas_base.result.json"
+        atomic_write_json(base_file, {"arch": result["arch"], "recipe": {
+            k: v for k, v in base.items() if k not in ("epochs", "seed", "threads")}})
+        runs["jointnas_base_recipe"] = (base_file, [])
+    jobs = [(name, seed, out_dir / f"{name}.seed{seed}", arch, extra) for seed in seeds
+            for name, (arch, extra) in runs.items()]
+    pending, running = [j for j in jobs if _finished(j[2]) is None], []
+    t0 = time.perf_counter()
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name, seed, run_dir, arch, extra = pending.pop(0)
+            resume = (run_dir / "checkpoint.pt").exists()
+            cmd = ([sys.executable, "-m", "fbnas.cli", "train", "--resume", str(run_dir), "--no-progress"] if resume
+                   else _train(run_dir, arch, seed, args, extra))
+            print(f"retraining {name} seed {seed} -> {run_dir}", flush=True)
+            log = open(run_dir.with_suffix(".log"), "a")  # noqa: SIM115 (closed when the run ends)
+            running.append((name, seed, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(2.0)
+        for item in list(running):
+            if item[2].poll() is not None:
+                running.remove(item)
+                item[3].close()
+                if item[2].returncode != 0:
+                    raise SystemExit(f"retraining {item[0]} seed {item[1]} failed (exit {item[2].returncode})")
+                print(f"finished {item[0]} seed {item[1]} [{time.perf_counter() - t0:.0f} s]", flush=True)
+    table: dict[str, Any] = {}
+    for name, seed, run_dir, _, _ in jobs:
+        r = _finished(run_dir)
+        table.setdefault(name, {"test_acc": {}, "wall_s": {}})
+        table[name]["test_acc"][seed] = r["test_acc"]
+        table[name]["wall_s"][seed] = r.get("wall_s")
+    for name in table:
+        table[name]["mean_test_acc"] = statistics.fmean(table[name]["test_acc"].values())
+    cfgs = {name: json.loads((out_dir / f"{name}.seed{seeds[0]}" / "config.json").read_text())["recipe"]
+            for name in runs}
+    out = {"search": args.search, "random": args.random, "epochs": args.epochs, "limit_train": args.limit_train,
+           "seeds": seeds, "random_search_trials": m, "random_best_trial": best, "random_best_proxy_acc": acc[best],
+           "jointnas_search_trials": len(s_trials), "constraints": result.get("caps"),
+           "jointnas_top1": {"macs": result["macs"], "params": result["params"],
+                             "predicted_acc": result["predicted_acc"], "sample": result["sample"]},
+           "random_best": {"sample": rnd[best]["sample"], "macs": rnd[best]["costs"]["macs"]},
+           "runs": table, "recipes": cfgs,
+           "search_beats_random": table["jointnas_searched_recipe"]["mean_test_acc"]
+           >= table["random_best_its_recipe"]["mean_test_acc"],
+           "recipe_matters": table["jointnas_searched_recipe"]["mean_test_acc"]
+           > table["jointnas_default_recipe"]["mean_test_acc"]}
+    for name, row in table.items():
+        print(f"{name}: test acc {row['test_acc']} mean {100 * row['mean_test_acc']:.2f}%")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("random")
+    r.add_argument("--search", required=True)
+    r.add_argument("--n", type=int, default=60)
+    r.add_argument("--out", required=True)
+    q = sub.add_parser("predictor")
+    q.add_argument("--search", required=True)
+    q.add_argument("--random", required=True)
+    q.add_argument("--splits", type=int, default=5)
+    q.add_argument("--train", type=int, default=40)
+    q.add_argument("--json", default=None)
+    t = sub.add_parser("retrain")
+    t.add_argument("--search", required=True)
+    t.add_argument("--random", required=True)
+    t.add_argument("--random-trials", type=int, default=None, help="random search size (default: the search's)")
+    t.add_argument("--epochs", type=int, default=4)
+    t.add_argument("--limit-train", type=int, default=None)
+    t.add_argument("--seeds", default="0,1")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--jobs", type=int, default=2)
+    t.add_argument("--with-base", action="store_true",
+                   help="also the top-1 with the proxy's base recipe (searched fields at the Recipe defaults)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    if args.cmd == "random":
+        cmd_random(args)
+        return 0
+    out = cmd_predictor(args) if args.cmd == "predictor" else cmd_retrain(args)
+    if args.json:
+        from fbnas.io import atomic_write_json
+
+        atomic_write_json(args.json, out)
+        print(f"-> {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""FBNetV3 JointNAS: constraints on the Sobol pool, the early-stopping rule, the predictor's Huber loss and freeze
+schedule, the genetic algorithm (constraints, stall), the executors, trial persistence, predictor reuse and
+training with the searched recipe. Each check has a negative control where one makes sense. The SIGKILL +
+resume check is in ``test_jointnas_resume.py``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fbnas.search.jointnas.config import JointNasConfig, PredictorSection
+from fbnas.search.jointnas.earlystop import early_stop_epoch, rank_correlation_by_epoch
+from fbnas.search.jointnas.evolution import evolve
+from fbnas.search.jointnas.predictor import (
+    PredictorNet,
+    encode,
+    fit_predictor,
+    huber_loss,
+    pretrain,
+    train_end_to_end,
+    train_frozen,
+)
+from fbnas.search.jointnas.spaces import Constraints, feasible_pool, joint_space
+from fbnas.search.strategy import run_search, strategies
+
+
+def _cfg(**jointnas) -> JointNasConfig:
+    base = copy.deepcopy(strategies()["jointnas"].smoke_config)
+    for k, v in jointnas.items():
+        base["jointnas"][k] = {**base["jointnas"].get(k, {}), **v}
+    return JointNasConfig.parse(base, "test")
+
+
+def _fmnist_space():
+    return joint_space(JointNasConfig.parse({}, "test").jointnas.space)
+
+
+# ---- constraints and the Sobol pool ---------------------------------------------------------------------
+def test_sobol_pool_meets_every_constraint():
+    from fbnas.cost.counting import count
+
+    space = _fmnist_space()
+    caps = {"macs": 12.0, "params": 0.5}
+    cons = Constraints(space, caps, num_classes=10)
+    pool = feasible_pool(space, cons, 200, seed=0)
+    assert len(pool) == 200 and len({json.dumps(s, sort_keys=True) for s in pool}) == 200
+    for s in pool:
+        r = count(space.build(s).arch, num_classes=10)
+        assert r.macs / 1e6 <= caps["macs"] and r.params / 1e6 <= caps["params"]
+    # negative control: plain Sobol points break the caps, so the filter is doing the work
+    plain = space.sobol(200, seed=0)
+    assert sum(not cons.ok(s) for s in plain) > 20
+    assert feasible_pool(space, cons, 200, seed=0) == pool  # keyed by the seed
+    assert feasible_pool(space, cons, 200, seed=1) != pool
+
+
+def test_an_unmeetable_constraint_is_one_line():
+    from fbnas.errors import FbnasError
+
+    space = _fmnist_space()
+    with pytest.raises(FbnasError, match=r"constraints: none of \d+ Sobol samples .* meets macs <= 0.01"):
+        feasible_pool(space, Constraints(space, {"macs": 0.01}, 10), 16, seed=0, max_rounds=2)
+    with pytest.raises(FbnasError, match="constraints.latency_ms: needs a latency table"):
+        Constraints(space, {"latency_ms": 1.0}, 10)
+
+
+# ---- the early-stopping rule ------------------------------------------------------------------------------
+def test_early_stop_rule_on_synthetic_curves():
+    final = [0.5 + 0.03 * i for i in range(12)]
+    order1 = [7, 2, 9, 0, 11, 4, 1, 8, 3, 10, 5, 6]  # epoch 1: scrambled
+    order2 = [1, 0, 3, 2, 5, 4, 7, 6, 8, 9, 10, 11]  # epoch 2: four adjacent pairs swapped (tau 58/66)
+    order3 = [1, 0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]  # epoch 3: one pair swapped (tau 64/66)
+    curves = [[final[order1[i]] - 0.2, final[order2[i]] - 0.1, final[order3[i]] - 0.05, final[i]] for i in range(12)]
+    epoch, corr = early_stop_epoch(curves, 0.92)
+    assert corr[1:] == pytest.approx([58 / 66, 64 / 66, 1.0])
+    assert corr[-1] == 1.0 and corr[2] >= 0.92 > max(corr[:2])
+    assert epoch == 3
+    assert early_stop_epoch(curves, 0.5)[0] <= 2
+    # negative control: a threshold no earlier epoch reaches gives the full budget
+    assert early_stop_epoch(curves, 1.0)[0] == 4
+    # rankings that agree from the start stop after one epoch
+    assert early_stop_epoch([[f - 0.1, f - 0.05, f] for f in final], 0.92)[0] == 1
+
+
+def test_rank_correlation_is_kendall_tau():
+    from scipy.stats import kendalltau
+
+    curves = [[0.1, 0.5], [0.3, 0.4], [0.2, 0.6], [0.4, 0.7]]
+    corr = rank_correlation_by_epoch(curves)
+    assert corr[0] == pytest.approx(kendalltau([0.1, 0.3, 0.2, 0.4], [0.5, 0.4, 0.6, 0.7]).statistic)
+    assert rank_correlation_by_epoch([[0.5, 0.1], [0.5, 0.2], [0.5, 0.3]])[0] == 0.0  # constant epoch: undefined
+
+
+# ---- the predictor ----------------------------------------------------------------------------------------
+def test_huber_loss_is_quadratic_inside_delta_and_linear_outside():
+    pred, target = torch.tensor([0.5, 3.0]), torch.zeros(2)
+    per = [float(huber_loss(pred[i:i + 1], target[i:i + 1], 1.0)) for i in range(2)]
+    assert per == pytest.approx([0.5 * 0.5 ** 2, 1.0 * (3.0 - 0.5)])
+    assert float(huber_loss(pred, target, 1.0)) < float(torch.nn.functional.mse_loss(pred, target))
+
+
+def _toy(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    xa, xr = torch.rand(n, 12, generator=g), torch.rand(n, 3, generator=g)
+    return xa, xr, (xa[:, :3].sum(1) - xr[:, 0]).float()
+
+
+def test_freeze_schedule_encoder_unchanged_then_trained_end_to_end():
+    cfg = PredictorSection(encoder=[16, 8], head=[8], freeze_epochs=5, finetune_epochs=5)
+    xa, xr, y = _toy()
+    net = PredictorNet(12, 3, cfg.encoder, cfg.head)
+    enc0 = copy.deepcopy(net.encoder.state_dict())
+    head0 = copy.deepcopy(net.acc_head.state_dict())
+    train_frozen(net, xa, xr, y, cfg, ("t",))
+    assert all(torch.equal(enc0[k], v) for k, v in net.encoder.state_dict().items())  # frozen phase
+    assert not all(torch.equal(head0[k], v) for k, v in net.acc_head.state_dict().items())
+    assert all(p.requires_grad for p in net.encoder.parameters())  # unfrozen again for the next phase
+    train_end_to_end(net, xa, xr, y, cfg, ("t",))
+    assert not all(torch.equal(enc0[k], v) for k, v in net.encoder.state_dict().items())
+
+
+def test_predictor_fit_is_deterministic_and_learns():
+    space = _fmnist_space()
+    cfg = PredictorSection(pretrain_samples=256, pretrain_epochs=10, ensemble=2)
+    samples = space.sobol(48, seed=3)
+    def truth_of(s):
+        return 0.8 + 0.05 * np.log10(s["recipe.lr"]) + 0.01 * s["arch.s1.n"]
+
+    acc = [truth_of(s) for s in samples]
+
+    def costs(arch_sample):
+        from fbnas.cost.counting import count
+
+        r = count(space.parts["arch"].build(arch_sample).arch, num_classes=10)
+        return {"macs": r.macs / 1e6, "params": r.params / 1e6}
+
+    pre = pretrain(space, cfg, 0, costs)
+    a = fit_predictor(space, samples, acc, cfg, 0, pre)
+    b = fit_predictor(space, samples, acc, cfg, 0, pretrain(space, cfg, 0, costs))
+    test = space.sobol(32, seed=4)
+    assert np.array_equal(a.predict(test), b.predict(test))
+    truth = [truth_of(s) for s in test]
+    from scipy.stats import spearmanr
+
+    assert spearmanr(a.predict(test), truth).statistic > 0.7
+    # the proxy head learned MACs from free samples: predicted vs counted
+    pm = a.predict_proxy(test)[:, 0]
+    counted = [costs(space.split(s)["arch"])["macs"] for s in test]
+    assert spearmanr(pm, counted).statistic > 0.8
+    xa, xr = encode(space, test)
+    assert xa.shape == (32, space.parts["arch"].encoding_size) and xr.shape[1] == space.parts["recipe"].encoding_size
+
+
+# ---- the genetic algorithm --------------------------------------------------------------------------------
+def _ga_cfg(**kw):
+    return JointNasConfig.parse({"jointnas": {"evolution": kw}}, "t").jointnas.evolution
+
+
+def test_ga_respects_constraints_and_improves():
+    space = _fmnist_space()
+    cons = Constraints(space, {"macs": 10.0}, 10)
+
+    def predict(samples):  # a predictor that likes big networks and a high lr: the cap must hold it back
+        return np.array([cons.costs(s)["macs"] / 50 + np.log(s["recipe.lr"]) / 10 for s in samples])
+
+    seeds = feasible_pool(space, cons, 16, seed=0)
+    res = evolve(space, seeds, predict, cons.ok, _ga_cfg(population=16, children=24, generations=30, stall=30),
+                 seed=0)
+    assert all(cons.costs(x.sample)["macs"] <= 10.0 for x in res.archive)
+    assert res.best.score > max(predict(seeds))
+    assert [h["best"] for h in res.history] == sorted(h["best"] for h in res.history)  # elitist
+    # negative control: without the feasibility check the same search leaves the cap
+    free = evolve(space, seeds, predict, lambda s: True, _ga_cfg(population=16, children=24, generations=30,
+                                                                  stall=30), seed=0)
+    assert max(cons.costs(x.sample)["macs"] for x in free.archive) > 10.0
+
+
+def test_ga_stops_after_a_stall_of_g_generations_and_adapts_rates():
+    space = _fmnist_space()
+    flat = evolve(space, space.sobol(8, seed=0), lambda s: np.zeros(len(s)), lambda s: True,
+                  _ga_cfg(population=8, children=8, generations=100, stall=4), seed=0)
+    assert flat.stopped == "stall" and len(flat.history) == 4
+    assert [h["stall"] for h in flat.history] == [1, 2, 3, 4]
+    muts = [h["p_mut"] for h in flat.history]
+    assert muts == sorted(muts) and muts[-1] > 0.15  # stalling raises the mutation rate
+    # an improving search does not stop on a stall, and lowers its mutation rate when it improves
+    rising = evolve(space, space.sobol(8, seed=0), lambda s: np.array([x["recipe.lr"] for x in s]),
+                    lambda s: True, _ga_cfg(population=8, children=8, generations=6, stall=4), seed=0)
+    assert rising.stopped == "generations" or len(rising.history) > 4
+    prev = 0.15
+    for h in rising.history:  # improving lowers the mutation rate, stalling raises it
+        assert h["p_mut"] == pytest.approx(max(0.03, prev * 0.8) if h["stall"] == 0 else min(0.5, prev * 1.25))
+        prev = h["p_mut"]
+    assert any(h["stall"] == 0 for h in rising.history)
+
+
+# ---- executors --------------------------------------------------------------------------------------------
+def _probe(x: int) -> tuple[int, int, int]:
+    return x * x, torch.get_num_threads(), os.getpid()
+
+
+def test_process_executor_runs_tasks_in_workers_with_their_threads():
+    from fbnas.search.executors import ProcessExecutor, SequentialExecutor
+
+    seen = []
+    with ProcessExecutor(workers=2, threads=1) as ex:
+        out = ex.map(_probe, list(range(6)), on_result=lambda i, r: seen.append(i))
+    assert [o[0] for o in out] == [x * x for x in range(6)] and sorted(seen) == list(range(6))
+    assert {o[1] for o in out} == {1} and os.getpid() not in {o[2] for o in out}
+    assert SequentialExecutor().map(_probe, [3])[0][2] == os.getpid()
+
+
+# ---- the strategy: trials, reuse, train with the searched recipe ------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jointnas") / "run"
+    s = strategies()["jointnas"]
+    cfg = s.config_model.parse(s.smoke_config, "smoke")
+    result = run_search(s, cfg, out, log=lambda m: None)
+    return out, cfg, result
+
+
+def test_trials_are_persisted_with_sample_recipe_and_metrics(smoke_run):
+    out, cfg, result = smoke_run
+    trials = sorted((out / "trials").iterdir())
+    assert len(trials) == 4 + 3 == result["coarse"]["trials"]
+    for d in trials:
+        res = json.loads((d / "result.json").read_text())
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        assert res["sample"] and res["recipe"]["epochs"] == 3 and len(rows) == res["epochs_trained"]
+        assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1)) and "val_acc" in rows[0]
+        assert json.loads((d / "manifest.json").read_text())["kind"] == "trial"
+    calib = [json.loads((d / "result.json").read_text()) for d in trials if d.name < "p0004"]
+    assert all(r["role"] == "calibration" and r["epochs_trained"] == 3 for r in calib)
+    assert (out / "predictor.pt").exists()
+    state = torch.load(out / "predictor.pt", weights_only=True)
+    assert state["schema"] == "fbnas.jointnas.predictor/1"
+    assert all(e["constraints"]["macs"]["value"] <= 0.5 for e in result["samples"])
+
+
+def test_reuse_reruns_only_the_fine_stage_under_new_constraints(smoke_run, tmp_path):
+    out, cfg, result = smoke_run
+    macs = sorted(e["macs"] for e in result["samples"])[0] / 1e6 * 1.01
+    s = strategies()["jointnas"]
+    data = cfg.to_dict()
+    data["constraints"] = {"macs": macs}
+    data["jointnas"]["reuse_predictor"] = str(out)
+    logs = []
+    t0 = time.perf_counter()
+    new = run_search(s, s.config_model.parse(data, "reuse"), tmp_path / "reuse", log=logs.append)
+    assert time.perf_counter() - t0 < 60
+    assert not (tmp_path / "reuse" / "trials").exists()  # nothing trained
+    assert new["reused_predictor"] == str(out) and any("only the fine stage" in m for m in logs)
+    assert new["samples"] and all(e["macs"] / 1e6 <= macs for e in new["samples"])
+    assert (tmp_path / "reuse" / "plots" / "accuracy_vs_cost.png").exists()
+
+
+def test_fbnas_train_uses_the_searched_recipe(smoke_run, tmp_path):
+    out, cfg, result = smoke_run
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(out / "result.json"), "--data", "synthetic",
+           "--epochs", "1", "--limit-train", "64", "--limit-test", "64", "--no-progress", "--out", str(tmp_path / "t")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "recipe searched with" in done.stderr
+    used = json.loads((tmp_path / "t" / "config.json").read_text())["recipe"]
+    for k, v in result["recipe"].items():
+        assert used[k] == v, k
+    assert used["epochs"] == 1
+    # negative control: an explicit option still wins over the searched field
+    cmd2 = [*cmd[:-1], str(tmp_path / "t2"), "--lr", "0.0123"]
+    assert subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300).returncode == 0
+    assert json.loads((tmp_path / "t2" / "config.json").read_text())["recipe"]["lr"] == 0.0123
+
+
+def test_train_aware_objective_is_a_s_w_p_v():
+    from fbnas.search.jointnas.evolution import train_aware_objective
+
+    seeds = [{"s": 2.0, "p": 1.0}, {"s": 4.0, "p": 3.0}, {"s": 8.0, "p": 9.0}]
+    obj = train_aware_objective(lambda x: x["s"], lambda x: x["p"], seeds, -0.07, -0.05)
+    got = obj([{"s": 8.0, "p": 1.0}], np.array([0.9]))
+    assert got[0] == pytest.approx(0.9 * (8.0 / 4.0) ** -0.07 * (1.0 / 3.0) ** -0.05)
+
+
+def test_reuse_with_the_train_aware_objective_measures_a_step_time_table(smoke_run, tmp_path):
+    out, cfg, result = smoke_run
+    s = strategies()["jointnas"]
+    data = cfg.to_dict()
+    data["jointnas"]["reuse_predictor"] = str(out)
+    data["jointnas"]["evolution"]["objective"] = "train_aware"
+    data["jointnas"]["step_time"] = {"path": None, "batch": 8, "rounds": 1}
+    new = run_search(s, s.config_model.parse(data, "reuse"), tmp_path / "ta", log=lambda m: None)
+    table = json.loads((tmp_path / "ta" / "step_time.json").read_text())
+    assert table["meta"]["batch"] == 8 and len(table["entries"]) > 10
+    assert all(e["step_time_ms"] > 0 for e in new["samples"]) and new["objective"] == "train_aware"
+    top = new["samples"][0]
+    assert top["score"] != pytest.approx(top["predicted_acc"])  # the reward, not the accuracy
+
+
+def test_shipped_config_and_quick_preset_parse():
+    from fbnas.config import load_config
+
+    full = load_config("configs/jointnas_fashion_mnist.yaml", JointNasConfig)
+    quick = load_config("configs/jointnas_fashion_mnist.yaml", JointNasConfig, "quick")
+    assert full.constraints.macs == quick.constraints.macs == 15.0
+    n = lambda c: c.jointnas.calibration.candidates + (c.jointnas.coarse.iterations - 1) * c.jointnas.coarse.batch  # noqa: E731
+    assert (n(full), n(quick)) == (56, 24)
+    space = joint_space(full.jointnas.space)
+    assert space.dim("recipe.lr").high == 0.8 and space.parts["arch"].name == "fbnetv3_fmnist"
+    assert full.jointnas.predictor.freeze_epochs == full.jointnas.predictor.finetune_epochs == 50
+    assert full.jointnas.calibration.threshold == 0.92
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"jointnas": {"coarse": {"pool": 0}}}, "cfg.yaml: jointnas.coarse.pool: must be >= 1"),
+    ({"jointnas": {"evolution": {"objective": "speed"}}}, "cfg.yaml: jointnas.evolution.objective: must be one of"),
+    ({"jointnas": {"proxy": {"recipe": {"epochs": 3}}}}, "cfg.yaml: jointnas.proxy.recipe.epochs: set by the search"),
+    ({"jointnas": {"proxy": {"recipe": {"lr": -1.0}}}}, "cfg.yaml: jointnas.proxy.recipe.lr: must be in (0, 100]"),
+    ({"jointnas": {"calibration": {"epoch": 9}}}, "jointnas.calibration.epoch: must be <= proxy.epochs (4)"),
+    ({"jointnas": {"executor": {"kind": "ray"}}}, "cfg.yaml: jointnas.executor.kind: must be one of"),
+    ({"jointnas": {"coarse": {"poool": 3}}}, "cfg.yaml: jointnas.coarse.poool: unknown field; valid: batch"),
+])
+def test_bad_config_is_one_line_naming_the_field(change, message):
+    from fbnas.errors import FbnasError
+
+    with pytest.raises(FbnasError) as e:
+        JointNasConfig.parse(change, "cfg.yaml")
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_recipe_ranges_name_the_field():
+    from fbnas.errors import FbnasError
+
+    cfg = JointNasConfig.parse({"jointnas": {"space": {"ranges": {"momentum": {"low": 0.5, "high": 0.9}}}}}, "c")
+    with pytest.raises(FbnasError, match="jointnas.space.ranges.momentum: not a searched field"):
+        joint_space(cfg.jointnas.space, "c.yaml")
+    cfg = JointNasConfig.parse({"jointnas": {"space": {"ranges": {"lr": {"low": 0.0, "high": 0.9}}}}}, "c")
+    with pytest.raises(FbnasError, match="c.yaml: jointnas.space: .*lr"):
+        joint_space(cfg.jointnas.space, "c.yaml")
