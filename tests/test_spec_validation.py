@@ -23,7 +23,7 @@ CASES = [
     ("unknown_op", "spec.json", spec_json(["ir_k9", 16, 1, 1]), None,
      ["stage 1 block 0", "unknown op 'ir_k9'", "valid ops:", "ir_k3_se", "conv_k1", "skip"]),
     ("channels_zero", "spec.json", spec_json(["ir_k3", 0, 1, 1]), None,
-     ["stage 1 block 0", "'out_channels'", "positive integer", "got 0"]),
+     ["stage 1 block 0", "'out_channels'", "an integer in 1..16384", "got 0"]),
     ("channels_negative", "spec.yaml", "stages:\n  - [[conv_k3, 16, 2, 1]]\n  - [[ir_k3, -8, 1, 1]]\n", None,
      ["stage 1 block 0", "'out_channels'", "got -8"]),
     ("stride", "spec.json", spec_json(["ir_k3", 16, 3, 1]), None, ["stage 1 block 0", "'stride'", "1 or 2", "got 3"]),
