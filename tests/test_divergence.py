@@ -61,8 +61,8 @@ def test_search_keeps_its_last_finite_checkpoint_when_bn_statistics_blow_up(tmp_
 
     original = alternating.train_weights
 
-    def poisoned(net, loader, opt, sched, update, cost_model, cfg, epoch):
-        rec = original(net, loader, opt, sched, update, cost_model, cfg, epoch)
+    def poisoned(net, loader, opt, sched, update, epoch, arch_loader=None):
+        rec = original(net, loader, opt, sched, update, epoch, arch_loader)
         if epoch == 1:  # finite losses, but infinite BN running variances (what a huge lr can leave behind)
             bn = next(m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
             bn.running_var.fill_(math.inf)

@@ -138,6 +138,7 @@ def test_latency_cost_from_a_table(tmp_path):
     result names the found architecture's predicted latency. The table is synthetic (ms from each entry's MACs)."""
     from fbnas.cost.formulas import total
     from fbnas.lut import needed_entries
+    from fbnas.lut.measure import fingerprint
     from fbnas.lut.store import LutStore
     from fbnas.nn.ops import get_family
 
@@ -156,7 +157,8 @@ def test_latency_cost_from_a_table(tmp_path):
     entries = needed_entries(strategy.space(cfg0), num_classes=10)
     with LutStore(lut, create=True) as store:
         store.put(({"key": e.key, "value_ms": ms(e.desc), "spread_ms": 0.0, "samples": 1, "block": e.desc}
-                   for e in entries), "torch", 1, {"cpu": "synthetic"}, "cpu_median_cold")
+                   for e in entries), "torch", 1, {**fingerprint("torch", 1, "cpu_median_cold"), "synthetic": True},
+                  "cpu_median_cold")  # stored as this machine's rows: a search uses no other device's
     raw = {**raw, "fpnas": {**SMOKE["fpnas"], "cost": "latency", "target": 0.05},
            "lut": {"path": str(lut), "build": False}}
     result = run_search(strategy, strategy.config_model.parse(raw, "smoke"), tmp_path / "run", log=lambda m: None)

@@ -267,14 +267,14 @@ def test_fbnas_train_uses_the_searched_recipe(smoke_run, tmp_path):
     out, cfg, result = smoke_run
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(out / "result.json"), "--data", "synthetic",
-           "--epochs", "1", "--limit-train", "64", "--limit-test", "64", "--no-progress", "--out", str(tmp_path / "t")]
+           "--epochs", "2", "--limit-train", "64", "--limit-test", "64", "--no-progress", "--out", str(tmp_path / "t")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "recipe searched with" in done.stderr
     used = json.loads((tmp_path / "t" / "config.json").read_text())["recipe"]
     for k, v in result["recipe"].items():
         assert used[k] == v, k
-    assert used["epochs"] == 1
+    assert used["epochs"] == 2
     # negative control: an explicit option still wins over the searched field
     cmd2 = [*cmd[:-1], str(tmp_path / "t2"), "--lr", "0.0123"]
     assert subprocess.run(cmd2, env=env, capture_output=True, text=True, timeout=300).returncode == 0

@@ -231,6 +231,18 @@ def test_warmup_longer_than_the_run_is_refused(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_an_inherited_warmup_that_does_not_fit_a_shorter_epochs_is_dropped_aloud(tmp_path, capsys):
+    quick = list(TRAIN_QUICK)
+    if "--warmup-epochs" in quick:
+        i = quick.index("--warmup-epochs")
+        del quick[i:i + 2]
+    rc, _, err = cli(["train", "--arch", SMALL_SPEC, *quick, "--epochs", "1", "--out", tmp_path / "o"], capsys)
+    assert rc == 0, err
+    assert "no lr warm-up (1 epochs do not fit in --epochs 1" in err
+    assert json.loads((tmp_path / "o" / "config.json").read_text())["recipe"]["warmup_epochs"] == 0
+    # an explicit one is the user's word: refused, not dropped (the test above)
+
+
 # ---- resume with other settings ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

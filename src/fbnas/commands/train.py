@@ -77,6 +77,12 @@ def run(args) -> int:
             print(f"fbnas: note: training with the recipe searched with {args.arch} (--recipe FILE replaces it; "
                   "options override its fields)", file=sys.stderr)
         base = Recipe.load(args.recipe) if args.recipe else (found or Recipe())
+        epochs = overrides.get("epochs")
+        if epochs is not None and overrides.get("warmup_epochs") is None and 0 < base.warmup_epochs >= epochs:
+            # an inherited warm-up that the shorter run given by --epochs cannot hold: dropped, said aloud
+            print(f"fbnas: note: no lr warm-up ({base.warmup_epochs:g} epochs do not fit in --epochs {epochs:g}; "
+                  "--warmup-epochs sets one)", file=sys.stderr)
+            overrides["warmup_epochs"] = 0.0
         try:
             recipe = base.replace(**overrides)
         except FbnasError as e:
