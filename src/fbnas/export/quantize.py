@@ -33,14 +33,19 @@ INT8_TOLERANCE = 0.15
 
 @contextlib.contextmanager
 def _quiet_ort() -> Iterator[None]:
-    """onnxruntime.quantization logs a pre-processing hint and per-node notes through ``logging``."""
+    """onnxruntime.quantization logs a pre-processing hint and per-node notes through ``logging``, and its
+    calibration session warns about initializers it drops."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)
     try:
         yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)
 
 
 class _Reader:
