@@ -157,3 +157,24 @@ def test_search_config_int8_needs_onnxruntime():
                                        ).lut.dtype == "int8"
     with pytest.raises(ValueError, match="lut.dtype: int8 latency is measured in onnxruntime"):
         SearchConfig.model_validate({"lut": {"path": "x.lut", "dtype": "int8"}})
+
+
+def test_an_int8_block_runs_in_integer_kernels(tmp_path):
+    """A fresh-init block (equal folded biases, which the exporter shares through Identity nodes) must fuse into
+    onnxruntime's integer kernels: no float Conv or Add left in the optimised graph."""
+    import onnxruntime as ort
+
+    from fbnas.export.quantize import quantize_onnx, random_calibration
+    from fbnas.lut.measure import build_module, export_onnx
+
+    spec = ArchSpec.from_dict({"name": "b", "input_size": 14, "in_channels": 24,
+                               "stages": [[["ir_k3", 24, 1, 1, {"e": 1}]]]})
+    entry = spec_entries(spec, 10)[0]
+    data = export_onnx(build_module(entry.desc), [1, 24, 14, 14])
+    assert "Identity" in {n.op_type for n in onnx.load_from_string(data).graph.node}  # the case this is about
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(quantize_onnx(data, random_calibration([1, 24, 14, 14], 4)), opts,
+                         providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert ops.count("QLinearConv") == 2 and "QLinearAdd" in ops and "Conv" not in ops and "Add" not in ops

@@ -26,6 +26,8 @@ def _shape_args(p: argparse.ArgumentParser, space_required: bool = False) -> Non
     p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's/spec's)")
     p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the space's/spec's)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
+    p.add_argument("--width-multiplier", type=float, default=None,
+                   help="layer-wise spaces: multiply every stage's channels (a search config's space.width_multiplier)")
 
 
 def _allow_arg(p: argparse.ArgumentParser) -> None:
@@ -120,7 +122,12 @@ def _space(args):
     from fbnas.space import load_space
 
     _check_positive(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
-    return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels)
+    wm = getattr(args, "width_multiplier", None)
+    if wm is not None and not wm > 0:
+        from fbnas.errors import FbnasError
+
+        raise FbnasError(f"--width-multiplier must be > 0, got {wm}")
+    return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels, width_multiplier=wm)
 
 
 def _table(args):
