@@ -100,6 +100,7 @@ def test_show_flags_blocks_slower_in_int8(tmp_path, capsys):
          lambda e: 0.9 if e.family == "ir" and e.desc["params"]["k"] == 5 else 0.2, "int8")
     rc, out, _ = cli(["lut", "show", "--db", db], capsys)
     assert rc == 0 and "int8 vs fp32: 1 of 4 blocks measured in both are slower in int8" in out
+    assert sorted(ln.split()[1] for ln in out.splitlines() if ln.startswith("onnxruntime ")) == ["float32", "int8"]
     assert "ir k=5 e=6" in out and "1.8" in out
     rc, out, _ = cli(["lut", "show", "--db", db, "--format", "json"], capsys)
     shown = json.loads(out)

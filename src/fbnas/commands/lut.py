@@ -192,8 +192,9 @@ def _show(args) -> int:
                     "int8_slower_than_fp32": slower, "int8_compared": compared})
         return 0
     print(f"{args.db}: fbnas latency table")
-    print_table(summary, [("backend", "backend"), ("threads", "threads"), ("statistic", "statistic"),
-                          ("entries", "entries"), ("fingerprint", "fingerprint"), ("cpu", "cpu"),
+    print_table(summary, [("backend", "backend"), ("dtype", "dtype"), ("threads", "threads"),
+                          ("statistic", "statistic"), ("entries", "entries"), ("fingerprint", "fingerprint"),
+                          ("cpu", "cpu"),
                           ("versions", "versions"), ("last", "last measured")])
     for k, v in corrections.items():
         if v:

@@ -347,6 +347,7 @@ class LutStore:
             for b, t, st, dev, fp, n, total, first, last in self.conn.execute(q):
                 f = json.loads(fp)
                 out.append({"backend": b, "threads": t, "statistic": st, "cpu": f.get("cpu"), "device": dev,
+                            "dtype": "int8" if dev.endswith(INT8_MARK) else "float32",
                             "fingerprint": device_tag(dev), "entries": n, "sum_ms": total,
                             "first": first, "last": last,
                             "versions": ", ".join(f"{k} {f[k]}" for k in ("torch", "onnxruntime") if k in f)})
