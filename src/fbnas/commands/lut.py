@@ -12,6 +12,9 @@ def _setting_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
     p.add_argument("--channels-last", action="store_true", help="torch: channels_last memory format")
+    p.add_argument("--dtype", default="float32", choices=["float32", "int8"],
+                   help="float32 (default) or int8: each block (and network) quantized statically in onnxruntime's "
+                        "QDQ format (needs --backend onnxruntime); int8 rows are keyed and stored apart")
     p.add_argument("--statistic", default="auto",
                    help="per-entry statistic: auto (default: cpu_median_cold for 1 thread, else median_cold), median "
                         "(wall clock), cpu_median (thread CPU clock, robust to other processes), p10; *_cold: "
@@ -23,6 +26,8 @@ def _shape_args(p: argparse.ArgumentParser, space_required: bool = False) -> Non
     p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the space's/spec's)")
     p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the space's/spec's)")
     p.add_argument("--num-classes", type=int, default=None, help="classifier classes (default 1000)")
+    p.add_argument("--width-multiplier", type=float, default=None,
+                   help="layer-wise spaces: multiply every stage's channels (a search config's space.width_multiplier)")
 
 
 def _allow_arg(p: argparse.ArgumentParser) -> None:
@@ -117,7 +122,12 @@ def _space(args):
     from fbnas.space import load_space
 
     _check_positive(input_size=args.input_size, in_channels=args.in_channels, num_classes=args.num_classes)
-    return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels)
+    wm = getattr(args, "width_multiplier", None)
+    if wm is not None and not wm > 0:
+        from fbnas.errors import FbnasError
+
+        raise FbnasError(f"--width-multiplier must be > 0, got {wm}")
+    return load_space(args.space, input_size=args.input_size, in_channels=args.in_channels, width_multiplier=wm)
 
 
 def _table(args):
@@ -126,7 +136,8 @@ def _table(args):
     _check_positive(threads=args.threads, batch=args.batch)
     return LatencyTable(args.db, backend=args.backend, threads=args.threads, batch=args.batch,
                         channels_last=args.channels_last, num_classes=getattr(args, "num_classes", None),
-                        statistic=args.statistic, allow_fingerprint=getattr(args, "allow_fingerprint", None))
+                        statistic=args.statistic, allow_fingerprint=getattr(args, "allow_fingerprint", None),
+                        dtype=args.dtype)
 
 
 def _build(args) -> int:
@@ -136,7 +147,7 @@ def _build(args) -> int:
     from fbnas.lut import build_table
     from fbnas.lut.measure import check_backend
 
-    check_backend(args.backend, args.channels_last, args.statistic)  # before any work
+    check_backend(args.backend, args.channels_last, args.statistic, args.dtype)  # before any work
     _check_positive(threads=args.threads, batch=args.batch)
     check_output(args.db, "--db")
     space = _space(args) if args.space else None
@@ -144,14 +155,22 @@ def _build(args) -> int:
     res = build_table(args.db, space=space, specs=args.arch, input_size=args.input_size, backend=args.backend,
                       threads=args.threads, force=args.force, in_channels=args.in_channels,
                       num_classes=args.num_classes or 1000, batch=args.batch, channels_last=args.channels_last,
-                      statistic=args.statistic)
+                      statistic=args.statistic, dtype=args.dtype)
     res["seconds"] = round(time.perf_counter() - t0, 2)
+    if res.get("correction"):
+        res["correction"] = {k: v for k, v in res["correction"].items() if k != "fit_samples"}
     res["db"] = args.db
     if args.format == "json":
         print_json(res)
     else:
-        print(f"{args.db}: measured {res['measured']}, already present {res['skipped']} "
+        print(f"{args.db}: measured {res['measured']} {args.dtype} entries, already present {res['skipped']} "
               f"({res['total']} needed) in {res['seconds']} s")
+        c = res.get("correction")
+        if c:
+            scales = ", ".join(f"{t}={v:.3f}" for t, v in sorted(c["scales"].items()))
+            print(f"correction ({c.get('source', 'fit-correction')}, {c['n_samples']} networks): overhead "
+                  f"{c['overhead_ms']:.3f} ms, scales {scales}; MAPE on them plain {c['plain_mape']:.3f} -> "
+                  f"corrected {c['fit_mape']:.3f}")
     return 0
 
 
@@ -161,21 +180,33 @@ def _show(args) -> int:
 
     with LutStore(args.db) as store:
         summary = store.summary()
-        rows = store.rows() if args.entries else []
+        all_rows = store.rows()
+        rows = all_rows if args.entries else []
         corrections = {f"{b}/{t}/{st}/{fp}": store.get_correction(b, t, "contiguous", st, dev) for b, t, st, dev, fp in
                        {(s["backend"], s["threads"], s["statistic"], s["device"], s["fingerprint"]) for s in summary}}
+    slower, compared = int8_slower(all_rows)
     if args.format == "json":
         print_json({"db": args.db, "groups": summary, "entries": rows,
-                    "corrections": {k: v for k, v in corrections.items() if v}})
+                    "corrections": {k: {n: x for n, x in v.items() if n != "fit_samples"}
+                                    for k, v in corrections.items() if v},
+                    "int8_slower_than_fp32": slower, "int8_compared": compared})
         return 0
     print(f"{args.db}: fbnas latency table")
-    print_table(summary, [("backend", "backend"), ("threads", "threads"), ("statistic", "statistic"),
-                          ("entries", "entries"), ("fingerprint", "fingerprint"), ("cpu", "cpu"),
+    print_table(summary, [("backend", "backend"), ("dtype", "dtype"), ("threads", "threads"),
+                          ("statistic", "statistic"), ("entries", "entries"), ("fingerprint", "fingerprint"),
+                          ("cpu", "cpu"),
                           ("versions", "versions"), ("last", "last measured")])
     for k, v in corrections.items():
         if v:
             print(f"correction {k}: overhead {v['overhead_ms']:.3f} ms, scales "
-                  + ", ".join(f"{t}={s:.3f}" for t, s in sorted(v["scales"].items())) + f" (n={v['n_samples']})")
+                  + ", ".join(f"{t}={s:.3f}" for t, s in sorted(v["scales"].items()))
+                  + f" (n={v['n_samples']}, {v.get('source', 'fit-correction')})")
+    if compared:
+        print(f"int8 vs fp32: {len(slower)} of {compared} blocks measured in both are slower in int8 on their device"
+              + (":" if slower else ""))
+        if slower:
+            print_table(slower, [("block", "block"), ("backend", "backend"), ("threads", "thr"),
+                                 ("int8_ms", "int8 ms"), ("fp32_ms", "fp32 ms"), ("ratio", "int8/fp32")])
     if rows:
         print()
         print_table([{**r, "label": describe(r["block"])} for r in rows],
@@ -250,6 +281,11 @@ def _validate(args) -> int:
     if "corrected" in res:
         print("corrected:  " + "  ".join(f"{k} {res['corrected'][k]:.3f}" for k in keys))
     kind = "drift-compensated" if res["drift_compensated"] else "raw"
+    if "correction" in res:
+        c = res["correction"]
+        print(f"(correction: {c['source']}, fitted on {c['n_samples']} networks)")
+    else:
+        print("corrected:  n/a (the table has no correction: `fbnas lut build --space ...` fits one)")
     print(f"(against {kind} times; raw plain sum: "
           + "  ".join(f"{k} {res['raw']['plain'][k]:.3f}" for k in keys)
           + f"; load factor {res['load_factor']:.3f}: anchor blocks now / when stored)")
@@ -293,3 +329,26 @@ def _import(args) -> int:
     print(f"{args.db}: imported {res['imported']} {res['backend']} entries ({res['threads']} thread(s), "
           f"device {res['device']}, fingerprint {res['fingerprint']})")
     return 0
+
+
+def int8_slower(rows: list[dict]) -> tuple[list[dict], int]:
+    """int8 rows slower than the same block's fp32 row (same backend, threads, statistic and CPU), and how many
+    int8 rows had an fp32 twin to compare with."""
+    from fbnas.lut.signature import describe, with_dtype
+    from fbnas.lut.store import hardware_of
+
+    index = {(r["key"], r["backend"], r["threads"], r["statistic"], r["device"]): r for r in rows}
+    slower, compared = [], 0
+    for r in rows:
+        if r["block"].get("dtype") != "int8" or r["block"].get("kind") == "network":
+            continue
+        twin = index.get((with_dtype(r["block"], "float32").key, r["backend"], r["threads"], r["statistic"],
+                          hardware_of(r["device"])))
+        if twin is None:
+            continue
+        compared += 1
+        if r["value_ms"] > twin["value_ms"]:
+            slower.append({"block": describe(r["block"]), "key": r["key"], "backend": r["backend"],
+                           "threads": r["threads"], "int8_ms": r["value_ms"], "fp32_ms": twin["value_ms"],
+                           "ratio": round(r["value_ms"] / twin["value_ms"], 3), "device": hardware_of(r["device"])})
+    return slower, compared

@@ -2,7 +2,8 @@
 
 Public API: :func:`fold_batchnorm`, :func:`fold_conv_bn`, :func:`export_model` (-> :class:`ExportResult`),
 :func:`load_source` (zoo name, spec file or training checkpoint -> :class:`ModelSource`),
-:func:`calibrate_untrained`, :func:`onnx_bytes`, :func:`torchscript_bytes`, :func:`run_onnx`.
+:func:`calibrate_untrained`, :func:`onnx_bytes`, :func:`torchscript_bytes`, :func:`run_onnx`,
+:func:`quantize_onnx` (static int8 PTQ, QDQ format).
 """
 
 from fbnas.export.exporter import (
@@ -16,10 +17,11 @@ from fbnas.export.exporter import (
     torchscript_bytes,
 )
 from fbnas.export.fold import count_batchnorm, fold_batchnorm, fold_conv_bn
+from fbnas.export.quantize import INT8_TOLERANCE, quantize_onnx
 from fbnas.export.source import ModelSource, calibrate_untrained, checkpoint_file, load_source
 
 __all__ = [
     "FORMATS", "ExportResult", "ModelSource", "calibrate_untrained", "checkpoint_file", "count_batchnorm",
     "export_model", "fold_batchnorm", "fold_conv_bn", "load_source", "max_abs_diff", "onnx_bytes", "run_onnx",
-    "run_torchscript", "torchscript_bytes",
+    "run_torchscript", "torchscript_bytes", "INT8_TOLERANCE", "quantize_onnx",
 ]

@@ -11,8 +11,8 @@ import contextlib
 import io
 import math
 import warnings
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +39,13 @@ class ExportResult:
     check_batch: int
     size_bytes: int
     opset: int | None
+    dtype: str = "float32"  # int8: the written file is the static-PTQ QDQ model
+    int8_rel_error: float | None = None  # int8: max |int8 - fp32| / max |fp32| on held-out calibration inputs
+    calibration: str | None = None  # int8: what the ranges were calibrated on
+    fp32_onnx: bytes | None = field(default=None, repr=False)  # int8: the checked fp32 model it was made from
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "fp32_onnx"}
 
 
 @contextlib.contextmanager
@@ -104,15 +108,26 @@ def _check(name: str, diff: float, scale: float, tolerance: float) -> None:
 
 def export_model(model: nn.Module, out: str | Path | None, fmt: str, input_shape: tuple[int, ...],
                  opset: int = 17, seed: int = 0, fold: bool = True, tolerance: float = 1e-3,
-                 check_batch: int = 2, threads: int = 1) -> ExportResult:
+                 check_batch: int = 2, threads: int = 1, quantize: str | None = None,
+                 calibration: Sequence[np.ndarray] = (), holdout: Sequence[np.ndarray] = (),
+                 calibration_name: str = "random", int8_tolerance: float | None = None) -> ExportResult:
     """Fold BN, export ``model`` to ``fmt`` traced at ``input_shape``, check it and write ``out`` atomically.
 
     The check runs the exported file on a random batch of ``check_batch`` (exercising the dynamic batch
     axis) and compares with the PyTorch model; it raises :class:`FbnasError` when the difference exceeds
     ``tolerance`` (scaled by the output magnitude when that is above 1). ``out=None`` only checks.
+
+    ``quantize="int8"`` (ONNX only): the checked fp32 file is then quantized statically (QDQ, per-channel
+    weights, :mod:`fbnas.export.quantize`) with activation ranges from the ``calibration`` batches, and the
+    int8 file is checked against the fp32 one on the ``holdout`` batches (relative error at most
+    ``int8_tolerance``); only the int8 file is written.
     """
     if fmt not in FORMATS:
         raise FbnasError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if quantize not in (None, "float32", "int8"):
+        raise FbnasError(f"unknown quantization {quantize!r}; valid: int8")
+    if quantize == "int8" and fmt != "onnx":
+        raise FbnasError("--quantize int8 needs --format onnx (onnxruntime static quantization, QDQ format)")
     model = model.eval()
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(*input_shape, generator=gen)
@@ -139,6 +154,20 @@ def export_model(model: nn.Module, out: str | Path | None, fmt: str, input_shape
         raise FbnasError(f"{fmt} export failed: {type(e).__name__}: {first[:300]}") from None
     diff = max_abs_diff(exported, reference)
     _check(f"{fmt} check", diff, scale, tolerance)
+    fp32_data, int8_err = None, None
+    if quantize == "int8":
+        from fbnas.export import quantize as q
+
+        fp32_data = data
+        try:
+            data = q.quantize_onnx(fp32_data, calibration)
+        except FbnasError:
+            raise
+        except Exception as e:  # noqa: BLE001 - report quantizer failures as one line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise FbnasError(f"int8 quantization failed: {type(e).__name__}: {first[:300]}") from None
+        int8_err = q.check_int8(fp32_data, data, holdout or calibration[-1:],
+                                q.INT8_TOLERANCE if int8_tolerance is None else int8_tolerance, threads)
     path = None
     if out is not None:
         from fbnas.io import atomic_write_bytes
@@ -148,4 +177,6 @@ def export_model(model: nn.Module, out: str | Path | None, fmt: str, input_shape
         except OSError as e:
             raise FbnasError(f"{out}: cannot write ({e.strerror or type(e).__name__})") from None
     return ExportResult(path, fmt, list(input_shape), pairs, count_batchnorm(folded_model), fold_diff, diff, scale,
-                        check_batch, len(data), opset if fmt == "onnx" else None)
+                        check_batch, len(data), opset if fmt == "onnx" else None,
+                        "int8" if quantize == "int8" else "float32", int8_err,
+                        calibration_name if quantize == "int8" else None, fp32_data)

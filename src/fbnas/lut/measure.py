@@ -20,15 +20,21 @@ from torch import nn
 
 from fbnas.errors import FbnasError
 from fbnas.lut import target_script
+from fbnas.lut.signature import DTYPES
 
 BACKENDS = ("torch", "onnxruntime")
 STATISTICS = ("auto", *target_script.STATISTICS)
 resolve_statistic = target_script.resolve_statistic
 
 
-def check_backend(backend: str, channels_last: bool = False, statistic: str = "auto") -> None:
+def check_backend(backend: str, channels_last: bool = False, statistic: str = "auto", dtype: str = "float32") -> None:
     if backend not in BACKENDS:
         raise FbnasError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if dtype not in DTYPES:
+        raise FbnasError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    if dtype == "int8" and backend != "onnxruntime":
+        raise FbnasError("dtype int8 is measured in onnxruntime (static QDQ quantization): use --backend onnxruntime "
+                         "(search config: lut.backend: onnxruntime)")
     if statistic not in STATISTICS:
         raise FbnasError(f"unknown statistic {statistic!r}; valid: {', '.join(STATISTICS)}")
     if channels_last and backend != "torch":
@@ -87,13 +93,15 @@ def input_shape(desc: dict[str, Any]) -> list[int]:
     return [int(desc["batch"]), int(desc["cin"]), int(desc["h"]), int(desc["w"])]
 
 
-def fingerprint(backend: str, threads: int, statistic: str = "median") -> dict[str, Any]:
-    """Where and how an entry was measured: CPU model, threads, backend and library versions."""
+def fingerprint(backend: str, threads: int, statistic: str = "median", dtype: str = "float32") -> dict[str, Any]:
+    """Where and how an entry was measured: CPU model, threads, backend, dtype and library versions."""
     from fbnas.runtime import tune_allocator
 
     fp: dict[str, Any] = {"cpu": target_script.cpu_model(), "machine": platform.machine(), "threads": int(threads),
                           "backend": backend, "torch": torch.__version__, "python": platform.python_version(),
                           "allocator_tuned": tune_allocator(), "statistic": statistic}
+    if dtype != "float32":
+        fp["dtype"] = dtype  # part of the device (store.device_of): int8 rows never stand in for fp32 ones
     if backend == "onnxruntime":
         import onnxruntime
 
@@ -101,11 +109,11 @@ def fingerprint(backend: str, threads: int, statistic: str = "median") -> dict[s
     return fp
 
 
-def this_device() -> str:
-    """The device this machine's rows are stored under (:func:`fbnas.lut.store.device_of`)."""
+def this_device(dtype: str = "float32") -> str:
+    """The device this machine's rows (of ``dtype``) are stored under (:func:`fbnas.lut.store.device_of`)."""
     from fbnas.lut.store import device_of
 
-    return device_of({"cpu": target_script.cpu_model(), "machine": platform.machine()})
+    return device_of({"cpu": target_script.cpu_model(), "machine": platform.machine(), "dtype": dtype})
 
 
 def export_onnx(module: nn.Module, shape: list[int]) -> bytes:
@@ -134,8 +142,9 @@ class Runner:
     """Turns modules into timed callables for one backend/thread/memory-format setting."""
 
     def __init__(self, backend: str, threads: int = 1, channels_last: bool = False,
-                 statistic: str = "auto") -> None:
-        check_backend(backend, channels_last, statistic)
+                 statistic: str = "auto", dtype: str = "float32") -> None:
+        check_backend(backend, channels_last, statistic, dtype)
+        self.dtype = dtype
         statistic = resolve_statistic(statistic, threads)
         check_statistic_threads(statistic, threads)
         self.statistic = statistic
@@ -146,7 +155,12 @@ class Runner:
     def callable_for(self, module: nn.Module, shape: list[int]) -> Callable[[], Any]:
         module = module.eval()
         if self.backend == "onnxruntime":
-            sess = target_script.make_session(export_onnx(module, shape), self.threads)
+            data = export_onnx(module, shape)
+            if self.dtype == "int8":  # quantized alone, with its Q/DQ boundaries (fp32 in and out)
+                from fbnas.export.quantize import quantize_onnx, random_calibration
+
+                data = quantize_onnx(data, random_calibration(shape, 8 * shape[0], seed=0, batch=shape[0]))
+            sess = target_script.make_session(data, self.threads)
             return target_script.session_callable(sess, shape)
         x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
         if self.channels_last:

@@ -25,7 +25,7 @@ from fbnas.lut.measure import (
     resolve_statistic,
     this_device,
 )
-from fbnas.lut.signature import Entry, network_entry, placed_entry, spec_entries, unique_entries
+from fbnas.lut.signature import DTYPE, Entry, network_entry, placed_entry, spec_entries, unique_entries
 from fbnas.lut.store import LutStore, describe_device, device_tag
 from fbnas.seeding import STREAMS
 from fbnas.space.base import DimSpace
@@ -53,17 +53,17 @@ def memory_format(channels_last: bool) -> str:
 
 
 # ---- which entries a space needs ------------------------------------------------------------------
-def term_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False
-                 ) -> list[tuple[tuple[str, ...], dict[tuple[int, ...], Entry]]]:
+def term_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+                 dtype: str = DTYPE) -> list[tuple[tuple[str, ...], dict[tuple[int, ...], Entry]]]:
     """The LUT entry of every block of :meth:`Space.cost_terms`: per position, its dims and option combinations."""
-    return [(t.dims, {combo: placed_entry(p, batch, channels_last) for combo, p in t.blocks.items()})
+    return [(t.dims, {combo: placed_entry(p, batch, channels_last, dtype) for combo, p in t.blocks.items()})
             for t in space.cost_terms(num_classes)]
 
 
-def space_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False
-                  ) -> list[Entry]:
+def space_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+                  dtype: str = DTYPE) -> list[Entry]:
     """Every entry a space's networks can need, in network order (the stem first, the classifier last)."""
-    return [e for _, table in term_entries(space, num_classes, batch, channels_last) for e in table.values()]
+    return [e for _, table in term_entries(space, num_classes, batch, channels_last, dtype) for e in table.values()]
 
 
 def sample_archs(space: DimSpace, n: int, seed: int, stream: int,
@@ -85,16 +85,21 @@ def sample_archs(space: DimSpace, n: int, seed: int, stream: int,
 REFERENCE_NETWORKS = 6
 
 
+def reference_samples(space: DimSpace, n: int = REFERENCE_NETWORKS) -> list[dict]:
+    return sample_archs(space, n, 0, STREAMS["lut_reference"])
+
+
 def reference_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
-                      n: int = REFERENCE_NETWORKS) -> list[Entry]:
+                      n: int = REFERENCE_NETWORKS, dtype: str = DTYPE) -> list[Entry]:
     """``n`` fixed random networks of ``space`` that a build times interleaved with its blocks, so validation
     can put the machine's speed now next to its speed during the build (``validate``'s ``level_factor``)."""
-    samples = sample_archs(space, n, 0, STREAMS["lut_reference"])
+    samples = reference_samples(space, n)
     out = []
     for i, s in enumerate(samples):
         arch = space.build(s).arch
         assert arch is not None
-        out.append(network_entry(f"reference{i}", arch.copy(name=f"reference{i}"), num_classes, batch, channels_last))
+        out.append(network_entry(f"reference{i}", arch.copy(name=f"reference{i}"), num_classes, batch, channels_last,
+                                 dtype))
     return out
 
 
@@ -117,18 +122,20 @@ def _resolve_spec(spec: Any, input_size: int | None, in_channels: int | None) ->
 
 
 def needed_entries(space: Any = None, specs: Any = (), input_size: int | None = None, in_channels: int | None = None,
-                   num_classes: int = 1000, batch: int = 1, channels_last: bool = False) -> list[Entry]:
+                   num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+                   dtype: str = DTYPE) -> list[Entry]:
     out: list[Entry] = []
     if space is not None:
-        out += space_entries(_resolve_space(space, input_size, in_channels), num_classes, batch, channels_last)
+        out += space_entries(_resolve_space(space, input_size, in_channels), num_classes, batch, channels_last, dtype)
     for spec in specs:
-        out += spec_entries(_resolve_spec(spec, input_size, in_channels), num_classes, batch, channels_last)
+        out += spec_entries(_resolve_spec(spec, input_size, in_channels), num_classes, batch, channels_last, dtype)
     return unique_entries(out)
 
 
 # ---- building -------------------------------------------------------------------------------------
 def measure_entries(store: LutStore, entries: list[Entry], backend: str, threads: int, channels_last: bool,
-                    progress: bool = True, chunk: int = 256, rounds: int = 5, statistic: str = "auto") -> int:
+                    progress: bool = True, chunk: int = 256, rounds: int = 5, statistic: str = "auto",
+                    dtype: str = DTYPE) -> int:
     """Measure ``entries`` interleaved (in chunks of ``chunk``, each saved as soon as it is timed).
 
     One chunk covers a whole space (111 entries for fbnet_v1 plus its reference networks), so every entry's
@@ -136,9 +143,9 @@ def measure_entries(store: LutStore, entries: list[Entry], backend: str, threads
     """
     from tqdm import tqdm
 
-    runner = Runner(backend, threads, channels_last, statistic)
+    runner = Runner(backend, threads, channels_last, statistic, dtype)
     statistic = runner.statistic
-    fp = fingerprint(backend, threads, statistic)
+    fp = fingerprint(backend, threads, statistic, dtype)
     bar = tqdm(total=len(entries) * rounds, desc=f"lut {backend}", unit="op", file=sys.stderr,
                disable=not progress or not sys.stderr.isatty(), leave=False)
     try:
@@ -156,35 +163,47 @@ def measure_entries(store: LutStore, entries: list[Entry], backend: str, threads
 def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size: int | None = None,
                 backend: str = "torch", threads: int = 1, force: bool = False, progress: bool = True,
                 in_channels: int | None = None, num_classes: int = 1000, batch: int = 1,
-                channels_last: bool = False, statistic: str = "auto", rounds: int = 5) -> dict[str, int]:
+                channels_last: bool = False, statistic: str = "auto", rounds: int = 5,
+                dtype: str = DTYPE) -> dict[str, Any]:
     """Measure every entry that ``space`` and ``specs`` need and the DB lacks (all of them with ``force``).
 
     ``statistic``: ``median`` (wall clock), ``cpu_median`` (the thread's CPU clock: time preempted by other
     processes left out; 1 thread only), ``p10`` (wall-clock 10th percentile), their ``*_cold`` variants (L2 evicted
     before every timed call, as inside a network) or ``auto`` (cpu_median_cold for 1 thread,
     else median_cold). Tables and end-to-end checks must use the same one.
+
+    ``dtype="int8"`` (onnxruntime only): every block is exported alone, quantized statically (QDQ, per-channel
+    weights, calibrated on random inputs) with its Q/DQ boundaries, and timed in onnxruntime; the rows are keyed
+    (and stored under a device) of their own, so they never stand in for fp32 ones.
+
+    After measuring, the end-to-end correction is fitted on the space's reference networks the build timed
+    (:func:`fit_build_correction`) and stored in the table, unless one fitted by ``lut fit-correction`` is there.
     """
-    check_backend(backend, channels_last, statistic)
+    check_backend(backend, channels_last, statistic, dtype)
     statistic = resolve_statistic(statistic, threads)
     check_statistic_threads(statistic, threads)
     if space is None and not specs:
         raise FbnasError("lut build: give a search space (--space) and/or architectures (--arch)")
-    entries = needed_entries(space, specs, input_size, in_channels, num_classes, batch, channels_last)
-    refs = [] if space is None else reference_entries(_resolve_space(space, input_size, in_channels), num_classes,
-                                                      batch, channels_last)
+    entries = needed_entries(space, specs, input_size, in_channels, num_classes, batch, channels_last, dtype)
+    space_obj = None if space is None else _resolve_space(space, input_size, in_channels)
+    refs = [] if space_obj is None else reference_entries(space_obj, num_classes, batch, channels_last, dtype=dtype)
     path = Path(path)
     created = not path.exists()
     store = LutStore(path, create=True)
     try:
         have = set() if force else set(store.get([e.key for e in entries + refs], backend, threads, statistic,
-                                                 device=this_device()))
+                                                 device=this_device(dtype)))
         missing = [e for e in entries if e.key not in have]
         # the reference networks are re-timed with every batch of new blocks, so both share one stretch of the
         # machine's speed
         timed = missing + refs if missing or any(r.key not in have for r in refs) else []
         if timed:
             measure_entries(store, timed, backend, threads, channels_last, progress, rounds=rounds,
-                            statistic=statistic)
+                            statistic=statistic, dtype=dtype)
+        fitted = None
+        if space_obj is not None:
+            fitted = fit_build_correction(store, space_obj, backend, threads, statistic, num_classes, batch,
+                                          channels_last, dtype, refit=bool(timed))
     except BaseException:
         empty = created and _count_quietly(store) == 0
         store.close()
@@ -193,7 +212,43 @@ def build_table(path: str | Path, space: Any = None, specs: Any = (), input_size
         raise
     store.close()
     return {"measured": len(missing), "skipped": len(entries) - len(missing), "total": len(entries),
-            "references": len(timed) - len(missing)}
+            "references": len(timed) - len(missing), "dtype": dtype, "correction": fitted}
+
+
+def fit_build_correction(store: LutStore, space: DimSpace, backend: str, threads: int, statistic: str,
+                         num_classes: int = 1000, batch: int = 1, channels_last: bool = False, dtype: str = DTYPE,
+                         refit: bool = True) -> dict[str, Any] | None:
+    """Fit the end-to-end correction on the reference networks a build times beside the blocks, and store it.
+
+    The reference networks were timed in the same interleaved rounds as the blocks, so their measured times
+    and their plain sums describe one stretch of the machine's speed; ``correction.fit`` on them gives
+    ``overhead + sum_t scale_t * LUT_ms(type t)`` without a separate command. A correction fitted by
+    ``lut fit-correction`` (more networks, ``source`` not ``build``) is kept. Without ``refit`` an existing build
+    correction is kept too (nothing was re-timed). Returns what is stored (None: rows missing).
+    """
+    device = this_device(dtype)
+    mf = memory_format(channels_last)
+    existing = store.get_correction(backend, threads, mf, statistic, device)
+    if existing is not None and (existing.get("source") != "build" or not refit):
+        return existing
+    samples = reference_samples(space)
+    refs = reference_entries(space, num_classes, batch, channels_last, dtype=dtype)
+    nets = []
+    for s, ref in zip(samples, refs, strict=True):
+        arch = space.build(s).arch
+        assert arch is not None
+        nets.append((ref, spec_entries(arch, num_classes, batch, channels_last, dtype)))
+    rows = store.get([ref.key for ref, _ in nets] + [e.key for _, es in nets for e in es], backend, threads,
+                     statistic, device=device)
+    if any(ref.key not in rows or any(e.key not in rows for e in es) for ref, es in nets) or len(nets) < 3:
+        return existing
+    per_net = [correction.type_sums([(correction.op_type(e.desc), rows[e.key]["value_ms"]) for e in es])
+               for _, es in nets]
+    params = correction.fit(per_net, [float(rows[ref.key]["value_ms"]) for ref, _ in nets])
+    params.update({"source": "build", "space": space.name, "stream": STREAMS["lut_reference"],
+                   "fit_samples": samples, "num_classes": num_classes, "dtype": dtype})
+    store.set_correction(backend, threads, mf, params, statistic, device)
+    return params
 
 
 def _count_quietly(store: LutStore) -> int:
@@ -218,8 +273,9 @@ class LatencyTable:
 
     def __init__(self, path: str | Path, backend: str = "torch", threads: int = 1, batch: int = 1,
                  channels_last: bool = False, num_classes: int | None = None, statistic: str = "auto",
-                 allow_fingerprint: str | None = None) -> None:
-        check_backend(backend, channels_last, statistic)
+                 allow_fingerprint: str | None = None, dtype: str = DTYPE) -> None:
+        check_backend(backend, channels_last, statistic, dtype)
+        self.dtype = dtype
         self.statistic = resolve_statistic(statistic, threads)
         check_statistic_threads(self.statistic, threads)
         self.path = Path(path)
@@ -227,7 +283,7 @@ class LatencyTable:
         self.channels_last = channels_last
         self.num_classes = num_classes
         self.store = LutStore(self.path)
-        self.here = this_device()
+        self.here = this_device(dtype)
         try:
             self.device = self._allowed(allow_fingerprint) if allow_fingerprint else self.here
         except FbnasError:
@@ -249,7 +305,7 @@ class LatencyTable:
 
     def info(self) -> dict[str, Any]:
         """What a result records about the table it used."""
-        return {"path": str(self.path), "backend": self.backend, "threads": self.threads,
+        return {"path": str(self.path), "backend": self.backend, "threads": self.threads, "dtype": self.dtype,
                 "statistic": self.statistic, "device": self.device, "fingerprint": device_tag(self.device),
                 "allowed_fingerprint": self.allow_fingerprint}
 
@@ -264,6 +320,8 @@ class LatencyTable:
         if num_classes != 1000:
             cmd += f" --num-classes {num_classes}"
         cmd += f" --backend {self.backend} --threads {self.threads}"
+        if self.dtype != DTYPE:
+            cmd += f" --dtype {self.dtype}"
         if self.batch != 1:
             cmd += f" --batch {self.batch}"
         if self.channels_last:
@@ -328,7 +386,7 @@ class LatencyTable:
 
         spec = resolve_arch(spec)
         cl = self.channels_last
-        entries, classes = self._entries(lambda k: spec_entries(spec, k, self.batch, cl))
+        entries, classes = self._entries(lambda k: spec_entries(spec, k, self.batch, cl, self.dtype))
         target = source or (spec.name if spec.name in PUBLISHED else "SPEC_FILE")
         rows = self._lookup(entries, self._build_cmd(f"--arch {target}", spec.input_size, spec.in_channels, classes))
         blocks = [(e.name, e.key, float(rows[e.key]["value_ms"])) for e in entries]
@@ -357,12 +415,12 @@ class LatencyTable:
         from fbnas.cost.terms import term_cost_model
 
         cl = self.channels_last
-        first = term_entries(space, 1000, self.batch, cl)
+        first = term_entries(space, 1000, self.batch, cl, self.dtype)
         classes = self.classes_for(next(iter(first[-1][1].values())))  # the classifier's entry
-        tables = first if classes == 1000 else term_entries(space, classes, self.batch, cl)
+        tables = first if classes == 1000 else term_entries(space, classes, self.batch, cl, self.dtype)
         rows = self._lookup([e for _, t in tables for e in t.values()], self._space_cmd(space, classes))
 
         def value(p) -> float:
-            return float(rows[placed_entry(p, self.batch, cl).key]["value_ms"])
+            return float(rows[placed_entry(p, self.batch, cl, self.dtype).key]["value_ms"])
 
         return term_cost_model(space, "latency", classes, value)

@@ -17,6 +17,7 @@ from fbnas.cost.placement import Placed, place
 from fbnas.nn.ops import resolve_op
 
 DTYPE = "float32"
+DTYPES = ("float32", "int8")  # int8: static PTQ in onnxruntime's QDQ format (fbnas.export.quantize)
 # parameters that only change initialisation / training, never the eval forward pass
 _INIT_ONLY = {"zero_last_bn_gamma"}
 # families whose forward ignores some resolved parameters entirely
@@ -76,23 +77,23 @@ def _clean_params(family: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def block_desc(block: Block, basic_args: dict[str, Any], h: int, w: int, batch: int,
-               channels_last: bool) -> tuple[dict[str, Any], int, int]:
+               channels_last: bool, dtype: str = DTYPE) -> tuple[dict[str, Any], int, int]:
     """Description of ``block`` at input ``h x w`` and its output size."""
     family, params = resolve_op(block.op, block.kwargs, basic_args)
     _, ho, wo = family.shapes(block.in_channels, block.out_channels, block.stride, h, w, params)
     desc = {"kind": "block", "family": family.name, "params": _clean_params(family.name, params),
             "build_params": params, "cin": block.in_channels, "cout": block.out_channels,
-            "stride": block.stride, "h": h, "w": w, "batch": batch, "dtype": DTYPE,
+            "stride": block.stride, "h": h, "w": w, "batch": batch, "dtype": dtype,
             "memory_format": "channels_last" if channels_last else "contiguous"}
     return desc, ho, wo
 
 
 def classifier_desc(channels: int, num_classes: int, h: int, w: int, batch: int,
-                    channels_last: bool) -> dict[str, Any]:
+                    channels_last: bool, dtype: str = DTYPE) -> dict[str, Any]:
     """Pseudo-block: global pool + flatten + linear (dropout is identity in eval)."""
     return {"kind": "classifier", "family": "classifier", "params": {"num_classes": num_classes},
             "cin": channels, "cout": num_classes, "stride": 1, "h": h, "w": w, "batch": batch,
-            "dtype": DTYPE, "memory_format": "channels_last" if channels_last else "contiguous"}
+            "dtype": dtype, "memory_format": "channels_last" if channels_last else "contiguous"}
 
 
 def entry_from_desc(name: str, desc: dict[str, Any]) -> Entry:
@@ -100,28 +101,35 @@ def entry_from_desc(name: str, desc: dict[str, Any]) -> Entry:
     return Entry(name, make_key(keyed), desc)
 
 
-def placed_entry(p: Placed, batch: int = 1, channels_last: bool = False) -> Entry:
-    """The LUT entry of a placed block (or of the classifier)."""
+def placed_entry(p: Placed, batch: int = 1, channels_last: bool = False, dtype: str = DTYPE) -> Entry:
+    """The LUT entry of a placed block (or of the classifier); ``dtype`` is part of its key."""
     if p.block is None:
         return entry_from_desc("classifier", classifier_desc(p.channels, p.num_classes, p.h, p.w, batch,
-                                                             channels_last))
-    desc, _, _ = block_desc(p.block, p.basic_args, p.h, p.w, batch, channels_last)
+                                                             channels_last, dtype))
+    desc, _, _ = block_desc(p.block, p.basic_args, p.h, p.w, batch, channels_last, dtype)
     if desc["params"].get("reinf"):  # input reinforcement: the entry depends on the network's input image
         desc["image"] = list(p.image)
     return entry_from_desc(p.name, desc)
 
 
-def spec_entries(spec: ArchSpec, num_classes: int = 1000, batch: int = 1, channels_last: bool = False) -> list[Entry]:
+def spec_entries(spec: ArchSpec, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
+                 dtype: str = DTYPE) -> list[Entry]:
     """Every LUT entry a network needs, in execution order (blocks, then the classifier)."""
-    return [placed_entry(p, batch, channels_last) for p in place(spec, num_classes)]
+    return [placed_entry(p, batch, channels_last, dtype) for p in place(spec, num_classes)]
 
 
-def network_entry(name: str, spec: ArchSpec, num_classes: int, batch: int = 1, channels_last: bool = False) -> Entry:
+def with_dtype(desc: dict[str, Any], dtype: str) -> Entry:
+    """The entry of the same block in another dtype (e.g. an int8 row's fp32 counterpart)."""
+    return entry_from_desc("block", {**desc, "dtype": dtype})
+
+
+def network_entry(name: str, spec: ArchSpec, num_classes: int, batch: int = 1, channels_last: bool = False,
+                  dtype: str = DTYPE) -> Entry:
     """A whole network as a table row: the build times a few of these beside the blocks, so a later
     end-to-end check can tell how much faster or slower the machine runs networks than during the build."""
     desc = {"kind": "network", "family": "network", "params": {"name": name}, "spec": spec.to_dict(),
             "num_classes": num_classes, "cin": spec.in_channels, "cout": num_classes, "stride": 0,
-            "h": spec.input_size, "w": spec.input_size, "batch": batch, "dtype": DTYPE,
+            "h": spec.input_size, "w": spec.input_size, "batch": batch, "dtype": dtype,
             "memory_format": "channels_last" if channels_last else "contiguous"}
     return entry_from_desc(name, desc)
 

@@ -50,10 +50,20 @@ CREATE TABLE IF NOT EXISTS {_CORRECTIONS};
 _ROW_COLUMNS = "fingerprint, value_ms, spread_ms, samples, measured_at, block"  # after the key columns
 
 
+INT8_MARK = " [int8]"
+
+
 def device_of(fingerprint: Any) -> str:
-    """What makes two rows the same device: CPU model and machine architecture (see the module docstring)."""
+    """What makes two rows the same device: CPU model and machine architecture (see the module docstring), and
+    the arithmetic: int8 rows are a device of their own (``... [int8]``), so they never stand in for fp32 ones."""
     fp = fingerprint if isinstance(fingerprint, dict) else {}
-    return f"{fp.get('cpu') or 'unknown CPU'} ({fp.get('machine') or 'unknown machine'})"
+    base = f"{fp.get('cpu') or 'unknown CPU'} ({fp.get('machine') or 'unknown machine'})"
+    return base + INT8_MARK if fp.get("dtype") == "int8" else base
+
+
+def hardware_of(device: str) -> str:
+    """The CPU part of a device (an int8 device's fp32 twin)."""
+    return device[:-len(INT8_MARK)] if device.endswith(INT8_MARK) else device
 
 
 def device_tag(device: str) -> str:
@@ -337,6 +347,7 @@ class LutStore:
             for b, t, st, dev, fp, n, total, first, last in self.conn.execute(q):
                 f = json.loads(fp)
                 out.append({"backend": b, "threads": t, "statistic": st, "cpu": f.get("cpu"), "device": dev,
+                            "dtype": "int8" if dev.endswith(INT8_MARK) else "float32",
                             "fingerprint": device_tag(dev), "entries": n, "sum_ms": total,
                             "first": first, "last": last,
                             "versions": ", ".join(f"{k} {f[k]}" for k in ("torch", "onnxruntime") if k in f)})

@@ -18,6 +18,7 @@ from fbnas.lut import correction
 from fbnas.lut.measure import Runner, build_module, input_shape
 from fbnas.lut.predict import (
     LatencyTable,
+    fit_build_correction,
     memory_format,
     reference_entries,
     sample_archs,
@@ -33,7 +34,7 @@ FIT_STREAM, VALIDATE_STREAM = STREAMS["lut_fit"], STREAMS["lut_validate"]
 
 def anchor_entries(space: DimSpace, lut: LatencyTable, n: int = 8) -> list[Entry]:
     """A few table entries spread over the space (small to large) to re-time beside the networks."""
-    terms = term_entries(space, lut.num_classes or 1000, lut.batch, lut.channels_last)
+    terms = term_entries(space, lut.num_classes or 1000, lut.batch, lut.channels_last, lut.dtype)
     fixed = [e for dims, t in terms if not dims for e in t.values()]
     searched = [e for dims, t in terms if dims for e in t.values() if e.family != "skip"]
     pool = unique_entries(fixed + searched)
@@ -61,8 +62,8 @@ def measure_networks(space: DimSpace, samples: list[Sample], lut: LatencyTable, 
     way; their times now over their times then (``level_factor``) put the compensated times on the build's
     speed, which is the speed the table's entries describe.
     """
-    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
-    refs = reference_entries(space, num_classes, lut.batch, lut.channels_last)
+    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic, lut.dtype)
+    refs = reference_entries(space, num_classes, lut.batch, lut.channels_last, dtype=lut.dtype)
     stored = lut.store.get([e.key for e in list(anchors) + refs], lut.backend, lut.threads, lut.statistic,
                            device=lut.device)
     anchor_items = {e.key: (build_module(e.desc), input_shape(e.desc)) for e in anchors if e.key in stored}
@@ -108,7 +109,8 @@ def _arch(space: DimSpace, sample: Sample):
 def _classes(lut: LatencyTable, space: DimSpace, num_classes: int | None) -> int:
     if num_classes is not None:
         return num_classes
-    return lut.classes_for(next(iter(term_entries(space, 1000, lut.batch, lut.channels_last)[-1][1].values())))
+    return lut.classes_for(next(iter(term_entries(space, 1000, lut.batch, lut.channels_last,
+                                                  lut.dtype)[-1][1].values())))
 
 
 def _space_info(space: DimSpace) -> dict[str, Any]:
@@ -133,7 +135,8 @@ def fit_correction(lut: LatencyTable, space: DimSpace, samples: int, seed: int =
     times = measure_networks(space, chosen, lut, classes, rounds=rounds, anchors=anchor_entries(space, lut))
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     params = correction.fit([p.by_type for p in preds], measured)
-    params.update({"load_factor": times.load_factor, "level_factor": times.level_factor,
+    params.update({"source": "fit-correction", "dtype": lut.dtype, "load_factor": times.load_factor,
+                   "level_factor": times.level_factor,
                    "drift_compensated": compensate_drift,
                    **_space_info(space), "seed": seed, "stream": FIT_STREAM,
                    "fit_samples": chosen, "num_classes": classes})
@@ -158,6 +161,9 @@ def validate(lut: LatencyTable, space: DimSpace, samples: int, seed: int = 0, nu
     classes = _classes(lut, space, num_classes)
     lut.num_classes = classes
     lut.cost_model(space)  # every candidate present? else one error naming the `lut build --space` command
+    if lut.correction is None and not lut.store.readonly:  # a table built before build-time corrections
+        lut.correction = fit_build_correction(lut.store, space, lut.backend, lut.threads, lut.statistic, classes,
+                                              lut.batch, lut.channels_last, lut.dtype)
     fitted = frozenset(tuple(c.values()) for c in (lut.correction or {}).get("fit_samples", []) if isinstance(c, dict))
     chosen = sample_archs(space, samples, seed, VALIDATE_STREAM, exclude=fitted)
     preds = [lut.predict(_arch(space, c)) for c in chosen]
@@ -165,13 +171,17 @@ def validate(lut: LatencyTable, space: DimSpace, samples: int, seed: int = 0, nu
     measured = times.compensated_ms if compensate_drift else times.raw_ms
     plain = [p.total_ms for p in preds]
     result: dict[str, Any] = {**metrics(plain, measured), "n": len(chosen), "backend": lut.backend,
-                              "threads": lut.threads, "statistic": lut.statistic, **_space_info(space),
+                              "threads": lut.threads, "statistic": lut.statistic, "dtype": lut.dtype,
+                              **_space_info(space),
                               "seed": seed, "drift_compensated": compensate_drift,
                               "load_factor": times.load_factor, "level_factor": times.level_factor}
     corrected = None
     if lut.correction and all(p.corrected_ms is not None for p in preds):
         corrected = [float(p.corrected_ms) for p in preds]  # type: ignore[arg-type]
         result["corrected"] = metrics(corrected, measured)
+        c = lut.correction or {}
+        result["correction"] = {"source": c.get("source", "fit-correction"), "n_samples": c.get("n_samples"),
+                                "overhead_ms": c.get("overhead_ms"), "scales": c.get("scales")}
     result["raw"] = {"plain": metrics(plain, times.raw_ms)}
     if corrected:
         result["raw"]["corrected"] = metrics(corrected, times.raw_ms)

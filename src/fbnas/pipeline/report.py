@@ -271,6 +271,7 @@ def write_report(folder: RunFolder, summary: dict[str, Any]) -> dict[str, Any]:
         cfg = json.loads(folder.file(folder.CONFIG).read_text())
         lut = LatencyTable(cfg["lut"]["path"], backend=cfg["lut"]["backend"], threads=cfg["lut"]["threads"],
                            allow_fingerprint=cfg["lut"].get("allow_fingerprint"),
+                           dtype=cfg["lut"].get("dtype", "float32"),
                            num_classes=int(search.read_result()["num_classes"]))
         lut_blocks = lut.predict(ArchSpec.from_dict(found["arch"])).blocks
         lut.close()

@@ -47,11 +47,12 @@ def train_trial(folder: RunFolder, arch: dict, cfg: SearchConfig, log: Callable[
 
 
 def measure_latencies(specs: dict[str, Any], lut, num_classes: int, rounds: int) -> dict[str, float]:
-    """Each trained network timed end to end on this machine with the table's backend, threads and statistic."""
+    """Each trained network timed end to end on this machine with the table's backend, threads, statistic and
+    dtype (int8: quantized statically, as the table's blocks were)."""
     from fbnas.lut.measure import Runner
     from fbnas.nn.model import FBNetModel
 
-    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic)
+    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic, getattr(lut, "dtype", "float32"))
     items = {name: (FBNetModel(spec, num_classes).eval(), [1, spec.in_channels, spec.input_size, spec.input_size])
              for name, spec in specs.items()}
     stats = runner.measure(items, rounds=rounds)

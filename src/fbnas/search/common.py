@@ -26,13 +26,13 @@ def load_latency_table(cfg: SearchConfig, space, num_classes: int, log: Callable
         arch = space.build(space.default_sample()).arch
         stats = build_table(path, space=space, input_size=arch.input_size, backend=cfg.lut.backend,
                             threads=cfg.lut.threads, in_channels=arch.in_channels, num_classes=num_classes,
-                            progress=sys.stderr.isatty())
+                            progress=sys.stderr.isatty(), dtype=cfg.lut.dtype)
         if stats.get("measured"):
             log(f"latency table {path}: measured {stats['measured']} new entries")
     elif not path.exists():
         raise FbnasError(f"lut.path: {path} not found (set lut.build: true to measure it)")
     return LatencyTable(path, backend=cfg.lut.backend, threads=cfg.lut.threads, num_classes=num_classes,
-                        allow_fingerprint=cfg.lut.allow_fingerprint)
+                        allow_fingerprint=cfg.lut.allow_fingerprint, dtype=cfg.lut.dtype)
 
 
 def cost_model_for(cfg: SearchConfig, space, num_classes: int, lut) -> TermCostModel:

@@ -62,6 +62,7 @@ class ThetaOptimizer(StrictModel):
 class LutSection(StrictModel):
     path: str | None = None  # latency table (SQLite) for loss.cost latency
     backend: str = "torch"  # torch | onnxruntime
+    dtype: Literal["float32", "int8"] = "float32"  # int8: the search optimises int8 latency (needs onnxruntime)
     threads: PositiveInt = 1  # threads the table was (or is) measured with
     build: bool = True  # measure the entries the space needs and the table lacks, first
     # use the rows of another device (its 8-digit fingerprint or full name, as `fbnas lut show` lists them)
@@ -141,6 +142,8 @@ class SearchConfig(StrictModel):
             raise ValueError("lut.path: loss.cost 'latency' needs a latency table path (or use loss.cost macs/params)")
         if self.constraints.latency_ms is not None and not self.lut.path:
             raise ValueError("lut.path: constraints.latency_ms needs a latency table path")
+        if self.lut.dtype == "int8" and self.lut.backend != "onnxruntime":
+            raise ValueError("lut.dtype: int8 latency is measured in onnxruntime; set lut.backend: onnxruntime")
         return self
 
 

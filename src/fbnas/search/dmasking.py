@@ -33,7 +33,7 @@ from fbnas.search.config import (
 from fbnas.search.history import choices_probability
 from fbnas.search.loss import CostKind, LossConfig, LossForm, Penalty, PositiveFloat
 from fbnas.search.masking import DMaskingSupernet, EffectiveCostModel
-from fbnas.search.results import caps_for, describe_arch, sampled_archs
+from fbnas.search.results import caps_for, describe_arch, lut_label, sampled_archs
 from fbnas.search.strategy import register_strategy
 from fbnas.space.masking import MaskingSpace, parse_space
 
@@ -142,7 +142,7 @@ class DMasking:
         lines.append(f"input {result['arch']['input_size']}  MACs: {result['macs'] / 1e6:.3f} M   "
                      f"params: {result['params'] / 1e6:.3f} M")
         if result.get("latency_ms") is not None:
-            lines.append(f"predicted latency: {result['latency_ms']:.3f} ms (LUT)")
+            lines.append(f"predicted latency: {result['latency_ms']:.3f} ms ({lut_label(result)})")
         c = result["cost"]
         target = f" (target {c['target']})" if c.get("target") is not None else ""
         lines.append(f"search cost ({c['kind']}): {c['value']:.3f} {c['unit']}{target}")

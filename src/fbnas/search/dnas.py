@@ -25,7 +25,7 @@ from fbnas.search.caps import Cap, check_feasible
 from fbnas.search.common import cost_model_for, gumbel_update, load_latency_table, search_data
 from fbnas.search.config import SearchConfig, SupernetMode
 from fbnas.search.history import choices_probability, distribution_summary
-from fbnas.search.results import best_choices, caps_for, describe_arch, sampled_archs
+from fbnas.search.results import best_choices, caps_for, describe_arch, lut_label, sampled_archs
 from fbnas.search.strategy import register_strategy
 from fbnas.search.supernet import Supernet
 from fbnas.space.layerwise import LayerwiseSpace
@@ -142,7 +142,7 @@ def format_result(result: dict) -> str:
             p_s = f"  (p {dist['max_prob'][li]:.2f}, uniform {1 / len(result['probs'][li]):.2f})"
         lines.append(f"  {dim:>6}: {name}{p_s}")
     lat = result.get("latency_ms")
-    lat_s = f"{lat:.3f} ms (LUT)" if lat is not None else "n/a (no LUT configured)"
+    lat_s = f"{lat:.3f} ms ({lut_label(result)})" if lat is not None else "n/a (no LUT configured)"
     lines.append(f"predicted latency: {lat_s}")
     lines.append(f"MACs: {result['macs'] / 1e6:.3f} M   params: {result['params'] / 1e6:.3f} M")
     lines.append(f"search cost ({result['cost']['kind']}): {result['cost']['value']:.3f} {result['cost']['unit']}")

@@ -25,7 +25,7 @@ from fbnas.search.common import load_latency_table, search_data
 from fbnas.search.config import DataSection, NonNegativeInt, PositiveInt, ResultSection, ScheduleSection, SearchConfig
 from fbnas.search.fpnas_plots import write_plots, write_trace
 from fbnas.search.loss import CostKind, LossConfig, PositiveFloat
-from fbnas.search.results import caps_for, describe_arch
+from fbnas.search.results import caps_for, describe_arch, lut_label
 from fbnas.search.sampled_update import SampledUpdate
 from fbnas.search.single_path import SinglePathSupernet
 from fbnas.search.strategy import register_strategy
@@ -207,7 +207,7 @@ def format_result(result: dict) -> str:
     lines.append(f"MACs: {result['macs'] / 1e6:.3f} M   params: {result['params'] / 1e6:.3f} M   "
                  f"probability {result['probability']:.3g}")
     if result.get("latency_ms") is not None:
-        lines.append(f"predicted latency: {result['latency_ms']:.3f} ms (LUT)")
+        lines.append(f"predicted latency: {result['latency_ms']:.3f} ms ({lut_label(result)})")
     c, d, s = result["cost"], result["distribution"], result["sampling"]
     target = f" (target {c['target']})" if c.get("target") is not None else ""
     lines.append(f"search cost ({c['kind']}): {c['value']:.3f} {c['unit']}{target}")

@@ -79,3 +79,11 @@ def sampled_archs(space, probs, k: int, seed: int, num_classes: int, prefix: str
         entry["cost"] = cost_model.of_choices(ch)
         out.append(entry)
     return out
+
+
+def lut_label(result: dict) -> str:
+    """``LUT`` with the table's backend and dtype when it is not fp32 (``LUT, onnxruntime int8``)."""
+    lut = result.get("lut") or {}
+    if lut.get("dtype", "float32") == "float32":
+        return "LUT"
+    return f"LUT, {lut.get('backend')} {lut['dtype']}"
