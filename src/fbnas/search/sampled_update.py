@@ -47,12 +47,17 @@ def importance_weights(log_likelihoods: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_likelihoods.double(), dim=0)
 
 
-def cost_penalties(costs: torch.Tensor, target: float | None) -> torch.Tensor:
-    """``C(A_k) = max(0, cost(A_k) / TAR - 1)`` (eq. 6); zeros without a target."""
+def cost_penalties(costs: torch.Tensor, target: float | None, floor: float = 0.0) -> torch.Tensor:
+    """``C(A_k) = max(0, cost(A_k) / TAR - 1) + max(0, floor - cost(A_k) / TAR)``; zeros without a target.
+
+    ``floor = 0`` is the seed's eq. 6 (over the target only); ``0 < floor < 1`` also penalises an architecture
+    that uses less than ``floor`` of the target, so both sides of the band ``[floor * TAR, TAR]`` pull the
+    distribution towards it (the seed's term only ever pushes down)."""
     costs = costs.double()
     if target is None:
         return torch.zeros_like(costs)
-    return torch.clamp(costs / target - 1.0, min=0.0)
+    ratio = costs / target
+    return torch.clamp(ratio - 1.0, min=0.0) + torch.clamp(floor - ratio, min=0.0)
 
 
 def cost_shares(penalties: torch.Tensor) -> torch.Tensor:
@@ -85,10 +90,11 @@ class SampledUpdate:
 
     def __init__(self, net: SinglePathSupernet, cost_model: CostModel, *, seed: int, lam: float, k_min: int,
                  k_max: int, fixed_k: int | None, switch_epoch: int | None, beta: float, target: float | None,
-                 weight_loss: str, lr: float, weight_decay: float) -> None:
+                 weight_loss: str, lr: float, weight_decay: float, target_floor: float = 0.0) -> None:
         self.net, self.cost_model, self.seed = net, cost_model, seed
         self.lam, self.k_min, self.k_max, self.fixed_k = lam, k_min, k_max, fixed_k
         self.switch_epoch, self.beta, self.target, self.weight_loss = switch_epoch, beta, target, weight_loss
+        self.target_floor = target_floor
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer = self._optimizer()
         self.drawn = {"weights": 0, "arch": 0}
@@ -160,7 +166,7 @@ class SampledUpdate:
             lls = torch.stack([-F.cross_entropy(net.run(x, ch), y, reduction="sum") for ch in choices])
         w = importance_weights(lls)
         costs = torch.tensor([self.cost_model.of_choices(ch) for ch in choices], dtype=torch.float64)
-        penalties = cost_penalties(costs, self.target)
+        penalties = cost_penalties(costs, self.target, self.target_floor)
         loss = alpha_surrogate(net.dist.log_prob(torch.tensor(choices)), w, cost_shares(penalties), self.beta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
