@@ -185,7 +185,7 @@ def exp_c2f(args) -> dict:
     runs = Path(args.runs)
     jobs = [search_job("c2f", runs, "fpnas", FPNAS_CONFIG, args.set),
             search_job("jd", runs, "fpnas", FPNAS_CONFIG, [*args.set, "fpnas.switch_epoch=0"])]
-    t = timings(runs, run_jobs(todo(jobs, runs), 2))
+    t = timings(runs, run_jobs(todo(jobs, runs), args.jobs))
     out: dict = {}
     rows = {k: metrics(runs, k) for k in ("c2f", "jd")}
     for k in ("c2f", "jd"):
@@ -211,7 +211,7 @@ def exp_vs_dmasking(args) -> dict:
     jobs = [search_job("vs_fpnas", runs, "fpnas", FPNAS_CONFIG, [f"space.name={VS_SPACE}", f"fpnas.target={target}"]),
             search_job("vs_dmasking", runs, "dmasking", DMASKING_CONFIG,
                        ["space.resolutions=[28]", "loss.cost=macs", "loss.form=target", f"loss.target={target}"])]
-    t = timings(runs, run_jobs(todo(jobs, runs), 2))
+    t = timings(runs, run_jobs(todo(jobs, runs), args.jobs))
     trains = [train_job(f"{k}_train_s{s}", runs, runs / k / "result.json", s, args)
               for k in ("vs_fpnas", "vs_dmasking") for s in args.seeds]
     t = timings(runs, run_jobs(todo(trains, runs), args.jobs))

@@ -159,8 +159,9 @@ def test_inside_the_target_the_gradient_is_the_likelihoods_alone():
     assert torch.allclose(with_beta[0], hand, atol=1e-6)
 
 
+@pytest.mark.parametrize("baseline", [False, True])
 @pytest.mark.parametrize("joint", [False, True])
-def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint):
+def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint, baseline):
     """On a 2 x 3 space with a likelihood and a cost per architecture, eq. 7's estimate from many samples is the
     exact gradient of L(alpha) = -log sum_A P(y|A) P(A|alpha) + beta log sum_A C(A) P(A|alpha)."""
     torch.manual_seed(4)
@@ -180,7 +181,7 @@ def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint):
     drawn = d.sample(40000, torch.Generator().manual_seed(5))
     idx = [a * 3 + b for a, b in drawn]
     w = importance_weights(torch.log(lik[idx]))
-    c = cost_shares(cost_penalties(macs[idx], target))
+    c = cost_shares(cost_penalties(macs[idx], target), baseline)
     est = _surrogate_grad(d, drawn, w, c, beta)
     for e, x in zip(est, exact, strict=True):
         assert torch.allclose(e.double(), x.double(), atol=0.02), (e, x)
@@ -249,3 +250,23 @@ def test_within_the_band_on_the_shipped_space_beats_every_sample_in_the_band():
     drawn = [a for a in d.sample(4000, torch.Generator().manual_seed(0)) if lo <= cm.of_choices(a) <= hi]
     assert drawn and d.probability(got) >= max(d.probability(a) for a in drawn)
     assert most_probable_within(d, cm, 0.0, cm.min_max()[0] / 2) is None  # below every architecture
+
+
+def test_the_cost_baseline_moves_mass_between_the_samples_only():
+    pen = cost_penalties(torch.tensor([0.8, 1.0, 1.5, 2.0], dtype=torch.float64), 1.0)
+    c = cost_shares(pen, baseline=True)
+    assert c.tolist() == pytest.approx([-0.25, -0.25, 1 / 3 - 0.25, 2 / 3 - 0.25])
+    assert float(c.sum()) == pytest.approx(0)
+    inside = cost_penalties(torch.tensor([0.5, 0.9], dtype=torch.float64), 1.0)
+    assert cost_shares(inside, baseline=True).tolist() == [0.0, 0.0]  # inside the target the term still vanishes
+    # K copies of one over-target architecture: without the baseline beta > 1 pushes it down, with it nothing moves
+    d = _dist([[0.3, -0.2], [0.1, 0.0, 0.4]], [[0, 1]])
+    d.switch_to_joint()
+    same = [[1, 2]] * 3
+    w = importance_weights(torch.zeros(3))
+    pen = cost_penalties(torch.tensor([2.0] * 3, dtype=torch.float64), 1.0)
+    pushed = _surrogate_grad(d, same, w, cost_shares(pen), beta=2.0)
+    assert float(pushed[0][1 * 3 + 2]) > 0  # gradient descent lowers the drawn tuple's logit
+    kept = _surrogate_grad(d, same, w, cost_shares(pen, baseline=True), beta=2.0)
+    plain = _surrogate_grad(d, same, w, torch.zeros(3), beta=0.0)
+    assert all(torch.allclose(a, b) for a, b in zip(kept, plain, strict=True))

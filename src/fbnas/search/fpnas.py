@@ -57,6 +57,8 @@ class FPNasSection(StrictModel):
     # the found architecture: the most probable one (the seed), or the most probable one with its cost in
     # [target_floor * TAR, TAR] (within_target; the most probable one when there is no target)
     select: Literal["most_probable", "within_target"] = "most_probable"
+    # eq. 7's cost shares minus 1/K (a zero-mean baseline): the cost term moves mass between the samples only
+    cost_baseline: bool = False
     weight_loss: Literal["importance", "mean"] = "importance"  # children's weights in the weight step
 
     @model_validator(mode="after")
@@ -143,7 +145,7 @@ class FPNas:
         update = SampledUpdate(net, cost_model, seed=cfg.seed, lam=f.lam, k_min=f.k_min, k_max=f.k_max,
                                fixed_k=f.fixed_k, switch_epoch=f.switch_epoch, beta=f.beta, target=f.target,
                                weight_loss=f.weight_loss, lr=t.lr, weight_decay=t.weight_decay,
-                               target_floor=f.target_floor)
+                               target_floor=f.target_floor, cost_baseline=f.cost_baseline)
         labels = [list(d.labels) for d in space.dims]  # type: ignore[union-attr]
         history = run_alternating(net, data.weights, data.arch, cost_model, update, cfg, folder, resuming,
                                   space.dim_names, labels, log, stop_after_epoch,
