@@ -217,7 +217,8 @@ def exp_c2f(args) -> dict:
 def exp_vs_dmasking(args) -> dict:
     runs = Path(args.runs)
     target = args.target
-    jobs = [search_job("vs_fpnas", runs, "fpnas", FPNAS_CONFIG, [f"space.name={VS_SPACE}", f"fpnas.target={target}"]),
+    jobs = [search_job("vs_fpnas", runs, "fpnas", FPNAS_CONFIG,
+                       [f"space.name={VS_SPACE}", f"fpnas.target={target}", *args.set]),  # --set: FP-NAS's search
             search_job("vs_dmasking", runs, "dmasking", DMASKING_CONFIG,
                        ["space.resolutions=[28]", "loss.cost=macs", "loss.form=target", f"loss.target={target}"])]
     t = timings(runs, run_jobs(todo(jobs, runs), args.jobs))
@@ -230,6 +231,7 @@ def exp_vs_dmasking(args) -> dict:
                                       "retrained": retrained(runs, [f"{k}_train_s{s}" for s in args.seeds])}
     f, d = out["fpnas"], out["dmasking"]
     out["target_mmacs"] = target
+    out["fpnas_overrides"] = args.set
     out["accuracy_gap_points"] = round(f["retrained"]["mean"] - d["retrained"]["mean"], 3)
     if "wall_s" in f and "wall_s" in d:
         out["search_wall_ratio_fpnas_over_dmasking"] = round(f["wall_s"] / d["wall_s"], 3)
