@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fbnas.cost.terms import TermCostModel
+from fbnas.search.budgeted import most_probable_within
 from fbnas.search.distribution import ArchDistribution, sample_count
 from fbnas.search.sampled_update import (
     alpha_surrogate,
@@ -157,8 +159,9 @@ def test_inside_the_target_the_gradient_is_the_likelihoods_alone():
     assert torch.allclose(with_beta[0], hand, atol=1e-6)
 
 
+@pytest.mark.parametrize("baseline", [False, True])
 @pytest.mark.parametrize("joint", [False, True])
-def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint):
+def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint, baseline):
     """On a 2 x 3 space with a likelihood and a cost per architecture, eq. 7's estimate from many samples is the
     exact gradient of L(alpha) = -log sum_A P(y|A) P(A|alpha) + beta log sum_A C(A) P(A|alpha)."""
     torch.manual_seed(4)
@@ -178,10 +181,92 @@ def test_the_alpha_gradient_estimates_the_gradient_of_the_loss(joint):
     drawn = d.sample(40000, torch.Generator().manual_seed(5))
     idx = [a * 3 + b for a, b in drawn]
     w = importance_weights(torch.log(lik[idx]))
-    c = cost_shares(cost_penalties(macs[idx], target))
+    c = cost_shares(cost_penalties(macs[idx], target), baseline)
     est = _surrogate_grad(d, drawn, w, c, beta)
     for e, x in zip(est, exact, strict=True):
         assert torch.allclose(e.double(), x.double(), atol=0.02), (e, x)
     # negative control: without the cost term the estimate misses the exact gradient
     off = _surrogate_grad(d, drawn, w, c, 0.0)
     assert not all(torch.allclose(e.double(), x.double(), atol=0.02) for e, x in zip(off, exact, strict=True))
+
+
+def test_the_floor_penalises_architectures_below_the_band():
+    costs = torch.tensor([0.5, 0.9, 0.95, 1.0, 1.2], dtype=torch.float64)
+    pen = cost_penalties(costs, 1.0, floor=0.9)  # max(0, r - 1) + max(0, 0.9 - r)
+    assert pen.tolist() == pytest.approx([0.4, 0.0, 0.0, 0.0, 0.2])
+    assert cost_penalties(costs, 1.0, floor=0.0).tolist() == cost_penalties(costs, 1.0).tolist()  # the seed's
+
+
+# ---- the found architecture within the target ---------------------------------------------------------------
+def _coupled_case(seed: int) -> tuple[ArchDistribution, TermCostModel]:
+    """4 variables in 3 layers, a cost term coupling layer 1 with layer 0's variable (like channels)."""
+    g = torch.Generator().manual_seed(seed)
+    d = ArchDistribution([3, 2, 3, 2], [[0], [1, 2], [3]])
+    with torch.no_grad():
+        for p in d.fd:
+            p.copy_(2.0 * torch.randn(p.shape, generator=g))
+    if seed % 2:
+        d.switch_to_joint()
+        with torch.no_grad():
+            for p in d.jd:
+                p.add_(torch.randn(p.shape, generator=g))
+    terms = [((0,), torch.rand(3, generator=g)), ((1, 2, 0), torch.rand(2, 3, 3, generator=g)),
+             ((3, 2), torch.rand(2, 3, generator=g))]
+    return d, TermCostModel("macs", "MMACs", terms, 0.25)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_most_probable_within_the_band_equals_brute_force(seed):
+    d, cm = _coupled_case(seed)
+    archs = [list(a) for a in itertools.product(range(3), range(2), range(3), range(2))]
+    costs = [cm.of_choices(a) for a in archs]
+    probs = [d.probability(a) for a in archs]
+    for lo, hi in [(0.9, 1.2), (1.2, 1.4), (0.0, 0.8), (1.5, 1.7)]:
+        inside = [i for i, c in enumerate(costs) if lo <= c <= hi]
+        got = most_probable_within(d, cm, lo, hi)
+        if not inside:
+            assert got is None
+            continue
+        want = max(inside, key=lambda i: probs[i])
+        assert got is not None and lo <= cm.of_choices(got) <= hi
+        assert d.probability(got) == pytest.approx(probs[want])
+
+
+def test_within_the_band_on_the_shipped_space_beats_every_sample_in_the_band():
+    from fbnas.cost.terms import analytic_cost_model
+
+    space = load_space("fbnetv2_fpp_fmnist")
+    cm = analytic_cost_model(space, "macs", 10)
+    d = ArchDistribution([dim.size for dim in space.dims],
+                         [[space.dim_names.index(n) for n in names] for names in space.groups().values()])
+    with torch.no_grad():
+        for p in d.fd:
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    free = d.most_probable()
+    hi = 0.5 * cm.of_choices(free)  # the most probable architecture is far over the band
+    lo = 0.9 * hi
+    got = most_probable_within(d, cm, lo, hi)
+    assert got is not None and lo <= cm.of_choices(got) <= hi
+    drawn = [a for a in d.sample(4000, torch.Generator().manual_seed(0)) if lo <= cm.of_choices(a) <= hi]
+    assert drawn and d.probability(got) >= max(d.probability(a) for a in drawn)
+    assert most_probable_within(d, cm, 0.0, cm.min_max()[0] / 2) is None  # below every architecture
+
+
+def test_the_cost_baseline_moves_mass_between_the_samples_only():
+    pen = cost_penalties(torch.tensor([0.8, 1.0, 1.5, 2.0], dtype=torch.float64), 1.0)
+    c = cost_shares(pen, baseline=True)
+    assert c.tolist() == pytest.approx([-0.25, -0.25, 1 / 3 - 0.25, 2 / 3 - 0.25])
+    assert float(c.sum()) == pytest.approx(0)
+    inside = cost_penalties(torch.tensor([0.5, 0.9], dtype=torch.float64), 1.0)
+    assert cost_shares(inside, baseline=True).tolist() == [0.0, 0.0]  # inside the target the term still vanishes
+    # K copies of one over-target architecture: without the baseline beta > 1 pushes it down, with it nothing moves
+    d = _dist([[0.3, -0.2], [0.1, 0.0, 0.4]], [[0, 1]])
+    d.switch_to_joint()
+    same = [[1, 2]] * 3
+    w = importance_weights(torch.zeros(3))
+    pen = cost_penalties(torch.tensor([2.0] * 3, dtype=torch.float64), 1.0)
+    pushed = _surrogate_grad(d, same, w, cost_shares(pen), beta=2.0)
+    assert float(pushed[0][1 * 3 + 2]) > 0  # gradient descent lowers the drawn tuple's logit
+    kept = _surrogate_grad(d, same, w, cost_shares(pen, baseline=True), beta=2.0)
+    plain = _surrogate_grad(d, same, w, torch.zeros(3), beta=0.0)
+    assert all(torch.allclose(a, b) for a, b in zip(kept, plain, strict=True))

@@ -89,6 +89,22 @@ def test_search_switches_to_jd_and_counts_what_it_draws(tmp_path):
         assert (tmp_path / "adaptive" / "plots" / f).stat().st_size > 1000
 
 
+def test_within_target_the_found_architecture_is_the_most_probable_in_the_band(tmp_path):
+    strategy = get_strategy("fpnas")
+    raw = {**SMOKE, "fpnas": {**SMOKE["fpnas"], "target_floor": 0.9, "select": "within_target", "beta": 2.0,
+                              "cost_baseline": True}}
+    result = run_search(strategy, strategy.config_model.parse(raw, "smoke"), tmp_path / "run", log=lambda m: None)
+    sel, cost = result["selection"], result["cost"]
+    assert sel["rule"] == "within_target" and sel["band"] == pytest.approx([0.54, 0.6])
+    assert sel["in_band"] and not sel["fallback"] and 0.54 <= cost["value"] <= 0.6
+    assert cost["target_floor"] == 0.9
+    mp = sel["most_probable"]
+    assert sel["is_most_probable"] == (mp["choices"] == result["choices"])
+    assert result["probability"] <= mp["probability"] + 1e-12  # the constrained argmax is never more probable
+    inside = [a for a in result["samples"] if 0.54 <= a["cost"] <= 0.6]
+    assert all(a["probability"] <= result["probability"] + 1e-12 for a in inside)
+
+
 @pytest.mark.parametrize("change, field", [
     ({"fpnas": {"switch_epoch": 3}}, "fpnas.switch_epoch"),
     ({"fpnas": {"k_min": 4, "k_max": 2}}, "k_max"),
@@ -97,6 +113,8 @@ def test_search_switches_to_jd_and_counts_what_it_draws(tmp_path):
     ({"fpnas": {"cost": "latency"}}, "lut.path"),
     ({"loss": {"form": "target", "target": 1.0}}, "loss"),
     ({"fpnas": {"lamda": 0.5}}, "fpnas.lamda"),
+    ({"fpnas": {"target_floor": 1.0}}, "fpnas.target_floor"),
+    ({"fpnas": {"select": "closest"}}, "fpnas.select"),
 ])
 def test_bad_config_fields_are_one_line_errors(change, field):
     raw = {**SMOKE, **{k: {**SMOKE.get(k, {}), **v} for k, v in change.items()}}

@@ -21,6 +21,7 @@ from fbnas.config import StrictModel
 from fbnas.cost.terms import analytic_cost_model
 from fbnas.runs import RunFolder
 from fbnas.search.alternating import run_alternating
+from fbnas.search.budgeted import most_probable_within
 from fbnas.search.common import load_latency_table, search_data
 from fbnas.search.config import DataSection, NonNegativeInt, PositiveInt, ResultSection, ScheduleSection, SearchConfig
 from fbnas.search.fpnas_plots import write_plots, write_trace
@@ -51,6 +52,13 @@ class FPNasSection(StrictModel):
     beta: Annotated[float, Field(ge=0.0)] = 1.0  # weight of beta * log C(alpha) (both terms of eq. 7 carry unit mass)
     cost: CostKind = "macs"  # macs (MMACs, the seed's FLOPs), params (M), latency (ms, lut.path)
     target: PositiveFloat | None = None  # TAR, in cost's unit (null: no cost term)
+    # C(A) also penalises max(0, target_floor - cost / TAR): 0 is the seed's one-sided term (only ever pushes down)
+    target_floor: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    # the found architecture: the most probable one (the seed), or the most probable one with its cost in
+    # [target_floor * TAR, TAR] (within_target; the most probable one when there is no target)
+    select: Literal["most_probable", "within_target"] = "most_probable"
+    # eq. 7's cost shares minus 1/K (a zero-mean baseline): the cost term moves mass between the samples only
+    cost_baseline: bool = False
     weight_loss: Literal["importance", "mean"] = "importance"  # children's weights in the weight step
 
     @model_validator(mode="after")
@@ -136,7 +144,8 @@ class FPNas:
         t = cfg.theta_optimizer
         update = SampledUpdate(net, cost_model, seed=cfg.seed, lam=f.lam, k_min=f.k_min, k_max=f.k_max,
                                fixed_k=f.fixed_k, switch_epoch=f.switch_epoch, beta=f.beta, target=f.target,
-                               weight_loss=f.weight_loss, lr=t.lr, weight_decay=t.weight_decay)
+                               weight_loss=f.weight_loss, lr=t.lr, weight_decay=t.weight_decay,
+                               target_floor=f.target_floor, cost_baseline=f.cost_baseline)
         labels = [list(d.labels) for d in space.dims]  # type: ignore[union-attr]
         history = run_alternating(net, data.weights, data.arch, cost_model, update, cfg, folder, resuming,
                                   space.dim_names, labels, log, stop_after_epoch,
@@ -145,7 +154,7 @@ class FPNas:
         if history is None:
             return None
         write_plots(folder, update.trace)
-        return build_result(net, space, cfg, cost_model, lut, update, history)
+        return build_result(net, space, cfg, cost_model, lut, update, history, log)
 
     def format_result(self, result: dict[str, Any]) -> str:
         return format_result(result)
@@ -162,18 +171,24 @@ def epoch_line(rec: dict, unit: str) -> str:
 
 
 def build_result(net: SinglePathSupernet, space: FPNasSpace, cfg: FPNasConfig, cost_model, lut,
-                 update: SampledUpdate, history: list[dict]) -> dict:
-    """result.json: the most probable architecture (``sample`` and ``arch``), its costs, architectures sampled from
-    P(A | alpha), the distribution's form and size, and how many architectures the search drew."""
+                 update: SampledUpdate, history: list[dict], log: Callable[[str], Any] = print) -> dict:
+    """result.json: the found architecture (``sample`` and ``arch``: the most probable one, or the most probable one
+    within the target band), its costs, architectures sampled from P(A | alpha), the distribution's form and size,
+    and how many architectures the search drew."""
     dist = net.dist
-    choices = net.argmax_choices()
+    f = cfg.fpnas
+    free = net.argmax_choices()
+    selection = found_choices(dist, cost_model, f.select, f.target, f.target_floor)
+    choices = selection.pop("choices")
+    if selection.get("fallback"):
+        log(f"warning: fpnas.select within_target: no architecture with cost in {selection['band']} found; the "
+            "result is the most probable architecture")
     latency_fn = (lambda spec: lut.predict(spec).total_ms) if lut is not None else None
     best = describe_arch(space, choices, net.num_classes, "fpnas_most_probable", latency_fn)
     samples = []
     for i, ch in enumerate(dist.sample(cfg.result.samples, step_generator(cfg.seed, 0, STREAMS["samples"]))):
         entry = describe_arch(space, ch, net.num_classes, f"fpnas_sample{i}", latency_fn)
         samples.append({**entry, "probability": dist.probability(ch), "cost": cost_model.of_choices(ch)})
-    f = cfg.fpnas
     lo, hi = cost_model.min_max()
     trace = update.trace
     return {
@@ -181,7 +196,9 @@ def build_result(net: SinglePathSupernet, space: FPNasSpace, cfg: FPNasConfig, c
         **best,
         "probability": dist.probability(choices),
         "cost": {"kind": cost_model.kind, "unit": cost_model.unit, "value": cost_model.of_choices(choices),
-                 "target": f.target, "space_min": lo, "space_max": hi},
+                 "target": f.target, "target_floor": f.target_floor, "space_min": lo, "space_max": hi},
+        "selection": {**selection, "most_probable": {"choices": free, "cost": cost_model.of_choices(free),
+                                                     "probability": dist.probability(free)}},
         "num_classes": net.num_classes,
         "space": {"name": space.name, "fine": space.fine},
         "samples": samples,
@@ -201,8 +218,23 @@ def build_result(net: SinglePathSupernet, space: FPNasSpace, cfg: FPNasConfig, c
     }
 
 
+def found_choices(dist, cost_model, select: str, target: float | None, floor: float) -> dict[str, Any]:
+    """The found architecture's choices and how it was chosen (``rule``; ``band``, ``in_band``, ``fallback`` and
+    ``is_most_probable`` for ``within_target``)."""
+    free = dist.most_probable()
+    if select == "most_probable" or target is None:
+        return {"rule": "most_probable", "choices": free, "is_most_probable": True}
+    band = [floor * target, target]
+    inside = most_probable_within(dist, cost_model, band[0], band[1])
+    chosen = inside if inside is not None else free
+    return {"rule": "within_target", "band": band, "choices": chosen, "fallback": inside is None,
+            "in_band": band[0] <= cost_model.of_choices(chosen) <= band[1], "is_most_probable": chosen == free}
+
+
 def format_result(result: dict) -> str:
-    lines = ["found architecture (the most probable under P(A | alpha)):"]
+    rule = result.get("selection", {}).get("rule", "most_probable")
+    how = "the most probable under P(A | alpha)" if rule == "most_probable" else "the most probable within the target"
+    lines = [f"found architecture ({how}):"]
     lines += [f"  {name}" for name in result["choice_names"]]
     lines.append(f"MACs: {result['macs'] / 1e6:.3f} M   params: {result['params'] / 1e6:.3f} M   "
                  f"probability {result['probability']:.3g}")
@@ -211,6 +243,12 @@ def format_result(result: dict) -> str:
     c, d, s = result["cost"], result["distribution"], result["sampling"]
     target = f" (target {c['target']})" if c.get("target") is not None else ""
     lines.append(f"search cost ({c['kind']}): {c['value']:.3f} {c['unit']}{target}")
+    sel = result.get("selection", {})
+    if sel.get("rule") == "within_target":
+        mp = sel["most_probable"]
+        lines.append(f"chosen: the most probable within [{sel['band'][0]:.3f}, {sel['band'][1]:.3f}] "
+                     f"{c['unit']}; the most probable overall costs {mp['cost']:.3f} (probability "
+                     f"{mp['probability']:.3g}){' - the same' if sel['is_most_probable'] else ''}")
     lines.append(f"distribution: {d['form'].upper()} (FD {d['fd_parameters']} / JD {d['jd_parameters']} parameters), "
                  f"entropy {d['entropy']:.2f} nats")
     lines.append(f"sampling: {s['mode']} K {s['k_first']} -> {s['k_last']}, {s['drawn']} architectures drawn in "

@@ -20,7 +20,8 @@ ranks draw the same architectures):
 * **architecture step** (a batch of the architecture split): forwards only, then the score-function gradient of
   eq. 6, ``grad_alpha L = -sum_k (w_k - beta c_k) grad_alpha log P(A_k | alpha)`` with
   ``c_k = C(A_k) / sum_j C(A_j)`` (eq. 7: ``grad log C(alpha) = E[C(A) grad log P(A)] / E[C(A)]``), applied by
-  Adam. When every sample is within the target, ``C(alpha) = 0``: ``log C`` is not finite and has no gradient,
+  Adam. When every sample is within the target (the band with ``target_floor``), ``C(alpha) = 0``: ``log C`` is
+  not finite and has no gradient,
   and the cost term vanishes (``c_k = 0``), leaving the likelihood alone to move alpha.
 * **FD -> JD** (section 3.3) at the first step of epoch ``switch_epoch``: the joint logits start at the product of
   the factorized marginals (:meth:`ArchDistribution.switch_to_joint`) and Adam starts anew on them.
@@ -47,18 +48,32 @@ def importance_weights(log_likelihoods: torch.Tensor) -> torch.Tensor:
     return torch.softmax(log_likelihoods.double(), dim=0)
 
 
-def cost_penalties(costs: torch.Tensor, target: float | None) -> torch.Tensor:
-    """``C(A_k) = max(0, cost(A_k) / TAR - 1)`` (eq. 6); zeros without a target."""
+def cost_penalties(costs: torch.Tensor, target: float | None, floor: float = 0.0) -> torch.Tensor:
+    """``C(A_k) = max(0, cost(A_k) / TAR - 1) + max(0, floor - cost(A_k) / TAR)``; zeros without a target.
+
+    ``floor = 0`` is the seed's eq. 6 (over the target only); ``0 < floor < 1`` also penalises an architecture
+    that uses less than ``floor`` of the target, so both sides of the band ``[floor * TAR, TAR]`` pull the
+    distribution towards it (the seed's term only ever pushes down)."""
     costs = costs.double()
     if target is None:
         return torch.zeros_like(costs)
-    return torch.clamp(costs / target - 1.0, min=0.0)
+    ratio = costs / target
+    return torch.clamp(ratio - 1.0, min=0.0) + torch.clamp(floor - ratio, min=0.0)
 
 
-def cost_shares(penalties: torch.Tensor) -> torch.Tensor:
-    """``c_k = C(A_k) / sum_j C(A_j)``, the cost term's weights in eq. 7; zeros when every ``C(A_k)`` is 0."""
+def cost_shares(penalties: torch.Tensor, baseline: bool = False) -> torch.Tensor:
+    """``c_k = C(A_k) / sum_j C(A_j)``, the cost term's weights in eq. 7; zeros when every ``C(A_k)`` is 0.
+
+    ``baseline``: ``c_k - 1/K`` instead (when some ``C(A_k) > 0``). ``1/K sum_k grad log P(A_k | alpha)`` has
+    expectation 0, so subtracting it leaves the estimate's expectation as it is; the cost term then carries no net
+    mass: it moves probability from the samples over their share of the cost to the others (those in the target
+    first) instead of pushing the drawn architectures down as a whole, which under a joint distribution spreads
+    their mass over every other tuple of the layer, most of them costlier."""
     total = float(penalties.sum())
-    return penalties / total if total > 0 else torch.zeros_like(penalties)
+    if total <= 0:
+        return torch.zeros_like(penalties)
+    shares = penalties / total
+    return shares - 1.0 / penalties.numel() if baseline else shares
 
 
 def alpha_surrogate(log_probs: torch.Tensor, weights: torch.Tensor, shares: torch.Tensor,
@@ -85,10 +100,12 @@ class SampledUpdate:
 
     def __init__(self, net: SinglePathSupernet, cost_model: CostModel, *, seed: int, lam: float, k_min: int,
                  k_max: int, fixed_k: int | None, switch_epoch: int | None, beta: float, target: float | None,
-                 weight_loss: str, lr: float, weight_decay: float) -> None:
+                 weight_loss: str, lr: float, weight_decay: float, target_floor: float = 0.0,
+                 cost_baseline: bool = False) -> None:
         self.net, self.cost_model, self.seed = net, cost_model, seed
         self.lam, self.k_min, self.k_max, self.fixed_k = lam, k_min, k_max, fixed_k
         self.switch_epoch, self.beta, self.target, self.weight_loss = switch_epoch, beta, target, weight_loss
+        self.target_floor, self.cost_baseline = target_floor, cost_baseline
         self.lr, self.weight_decay = lr, weight_decay
         self.optimizer = self._optimizer()
         self.drawn = {"weights": 0, "arch": 0}
@@ -160,8 +177,9 @@ class SampledUpdate:
             lls = torch.stack([-F.cross_entropy(net.run(x, ch), y, reduction="sum") for ch in choices])
         w = importance_weights(lls)
         costs = torch.tensor([self.cost_model.of_choices(ch) for ch in choices], dtype=torch.float64)
-        penalties = cost_penalties(costs, self.target)
-        loss = alpha_surrogate(net.dist.log_prob(torch.tensor(choices)), w, cost_shares(penalties), self.beta)
+        penalties = cost_penalties(costs, self.target, self.target_floor)
+        shares = cost_shares(penalties, self.cost_baseline)
+        loss = alpha_surrogate(net.dist.log_prob(torch.tensor(choices)), w, shares, self.beta)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
