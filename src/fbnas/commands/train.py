@@ -78,15 +78,17 @@ def run(args) -> int:
                   "options override its fields)", file=sys.stderr)
         base = Recipe.load(args.recipe) if args.recipe else (found or Recipe())
         epochs = overrides.get("epochs")
-        if epochs is not None and overrides.get("warmup_epochs") is None and 0 < base.warmup_epochs >= epochs:
-            # an inherited warm-up that the shorter run given by --epochs cannot hold: dropped, said aloud
-            print(f"fbnas: note: no lr warm-up ({base.warmup_epochs:g} epochs do not fit in --epochs {epochs:g}; "
-                  "--warmup-epochs sets one)", file=sys.stderr)
+        # an inherited warm-up that the shorter run given by --epochs cannot hold: dropped, said aloud
+        drop_warmup = epochs is not None and overrides.get("warmup_epochs") is None and 0 < base.warmup_epochs >= epochs
+        if drop_warmup:
             overrides["warmup_epochs"] = 0.0
         try:
             recipe = base.replace(**overrides)
         except FbnasError as e:
             raise FbnasError(f"recipe: {e}") from None
+        if drop_warmup:  # after validation: a refused recipe stays one line
+            print(f"fbnas: note: no lr warm-up ({base.warmup_epochs:g} epochs do not fit in --epochs {epochs:g}; "
+                  "--warmup-epochs sets one)", file=sys.stderr)
         spec = args.arch
     if args.limit_train is not None and args.limit_train < 1:
         raise FbnasError(f"--limit-train must be >= 1, got {args.limit_train}")
