@@ -7,7 +7,6 @@ import contextlib
 import copy
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,12 +35,6 @@ def tiny_config(name: str):
     for key, value in TINY[name].items():
         doc[key] = {**doc.get(key, {}), **value}
     return strategy, strategy.config_model.parse(doc, f"tiny {name}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -49,8 +49,10 @@ def test_loader_shards_make_up_the_global_batch():
 def ddp_searches(tmp_path_factory) -> Path:
     import torch.multiprocessing as mp
 
+    from fbnas.distributed import free_port
+
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(ddp_workers.search_rank, args=(2, ddp_workers.free_port(), str(out), NAMES), nprocs=2, join=True)
+    mp.spawn(ddp_workers.search_rank, args=(2, free_port(), str(out), NAMES), nprocs=2, join=True)
     return out
 
 
@@ -97,7 +99,7 @@ def test_loss_matches_one_process_with_the_same_global_batch(ddp_searches, name,
 
 
 # ---- fbnas train under torchrun -------------------------------------------------------------------------------
-EPOCHS = 3
+EPOCHS = 2
 
 
 def _train(out: Path, *extra: str) -> list[str]:
@@ -147,5 +149,5 @@ def test_train_two_ranks_sigkill_then_resume_matches_uninterrupted(tmp_path):
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs"
     # negative control: the uninterrupted run really trained (its weights left the initial state of the resumed run)
     first = [json.loads(x) for x in (full / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in first] == [1, 2, 3]
+    assert [r["epoch"] for r in first] == [1, 2]
     assert json.loads((out / "result.json").read_text())["test_acc"] == first[-1]["test_acc"]

@@ -259,3 +259,12 @@ def global_rows(n_local: int) -> int:
     """The global batch of a step whose shard on this rank holds ``n_local`` images (shards of equal size: the
     searches drop the last partial batch)."""
     return n_local * world().size if active() else n_local
+
+
+def free_port() -> int:
+    """A free TCP port on this machine (a local process group's MASTER_PORT: benchmarks, tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
