@@ -157,7 +157,7 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
         folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
                                 "arch_update": update.state_dict(), "sched_weights": sched_w.state_dict(),
                                 "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
-                                "elapsed_s": elapsed, "config": cfg.to_dict(),
+                                "elapsed_s": elapsed, "config": cfg.to_dict(), "world_size": distributed.world().size,
                                 "argmax_choices": [int(c) for c in net.argmax_choices()]}, initial=epoch < 0)
         write_history_files(folder, history, theta_epochs, dim_names, labels)
 
@@ -178,6 +178,10 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
                 after_epoch(history)
         log(f"resuming {folder.path} after epoch {start_epoch - 1}" if start_epoch else
             f"resuming {folder.path} from its initial state")
+        saved_world = int(ck.get("world_size", 1))
+        if saved_world != distributed.world().size:
+            log(f"note: resuming with {distributed.world().size} rank(s), the search used {saved_world}; it continues "
+                "(same global batch and schedule) but is not bit-exact with an uninterrupted run")
     else:
         checkpoint(-1)  # the initial state: a search that stops in its first epoch still has one to keep
 
