@@ -74,14 +74,16 @@ def active() -> bool:
 
 
 def init(backend: str | None = None) -> World:
-    """Join the process group once when torchrun started this process (gloo on CPU, NCCL with CUDA)."""
+    """Join the process group once when torchrun started this process: NCCL when every local rank has a GPU of its
+    own (the reductions go through it; fbnas computes on the CPU), else gloo."""
     w = world()
     if w.size > 1:
         import torch
         import torch.distributed as dist
 
         if not dist.is_initialized():
-            use_cuda = torch.cuda.is_available()
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", str(w.size)))
+            use_cuda = backend != "gloo" and torch.cuda.is_available() and torch.cuda.device_count() >= local_ranks
             if use_cuda:
                 torch.cuda.set_device(w.local_rank)
             dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))

@@ -155,6 +155,13 @@ class ProcessExecutor:
         self.close()
 
 
+def run_command(argv: list[str]) -> int:
+    """An ``fbnas`` command line in this process (a worker's task: ``["train", "--arch", ...]``); its exit status."""
+    from fbnas.cli import main
+
+    return main(list(argv))
+
+
 def _ray_call(fn: Callable[[Any], Any], task: Any, threads: int) -> Any:
     """A Ray worker runs one task: ``threads`` torch threads, the tuned allocator, then ``fn(task)``."""
     import torch
