@@ -174,12 +174,14 @@ def run(args) -> dict:
 
     import torch
 
+    load = os.getloadavg()
     base = {"space": args.space, "input_size": args.input_size, "width": args.width, "mode": args.mode,
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup}
     single = run_worker("ddp", {**base, "world": 1, "threads": 2}, "ddp (1 process x 2 threads)")
     ddp = run_worker("ddp", {**base, "world": 2, "threads": 1}, "ddp (2 ranks x 1 thread)")
     result: dict[str, Any] = {
         "bench": "ddp", "torch": torch.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
+        "load_average_at_start": [round(x, 2) for x in load],  # a shared machine: other work competes
         "supernet": {**base, "one_process_2_threads_images_per_s": single["images_per_s"],
                      "two_ranks_1_thread_images_per_s": ddp["images_per_s"],
                      "ddp_over_one_process": ddp["images_per_s"] / single["images_per_s"]},
