@@ -1,6 +1,7 @@
 """The Ray executor (``executor: {kind: ray}``) on a local Ray of 2 CPUs: 6 JointNAS trials on 2 workers x 1 thread;
 one worker killed (SIGKILL) mid-trial is retried by Ray; every result is in its ``trials/<id>/`` exactly once and
-equal to a sequential run's. Also: the config accepts the kind and its options."""
+equal to a sequential run's. A latency table built on the node that offers a device's resource keeps that node's
+fingerprint; a resource no node offers is one line. Also: the config accepts the kind and its options."""
 
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ import ray_trials  # noqa: E402
 
 N = 6
 KILL = "t002"
+TARGET = "fbnas_test_target"  # the custom resource that names a target device's node
 PROXY = {"train_images": 96, "val_images": 48, "epochs": 2, "bn_images": 96}  # a smaller proxy: seconds per trial
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     os.environ["FBNAS_TEST_KILL"] = KILL
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, resources={TARGET: 1}, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(SRC), str(TESTS)]),
                                        "FBNAS_TEST_KILL": KILL, "OMP_NUM_THREADS": "1"}})
     yield
@@ -95,3 +97,24 @@ def test_ray_executor_config(local_ray):
     assert (section.kind, section.address, section.max_retries) == ("ray", "auto", 1)
     with pytest.raises(FbnasError, match="max_retries"):
         RayExecutor(2, 1, "local", -1)
+
+
+def test_lut_build_on_the_node_offering_the_resource(local_ray, tmp_path):
+    from test_lut_core import tiny_space
+
+    from fbnas.errors import FbnasError
+    from fbnas.lut.measure import this_device
+    from fbnas.lut.remote import build_on_node
+    from fbnas.lut.store import LutStore
+    space = tiny_space()
+    db = tmp_path / "lut.db"
+    opts = {"space": space, "input_size": 16, "num_classes": 10, "backend": "torch", "threads": 1, "rounds": 2}
+    res = build_on_node(db, TARGET, "local", **opts)
+    assert res["measured"] == 8 and res["device"] == this_device() and res["imported"] >= 8
+    with LutStore(db) as store:
+        groups = store.summary()
+    assert [g["device"] for g in groups] == [this_device()] and sum(g["entries"] for g in groups) == res["imported"]
+    again = build_on_node(db, TARGET, "local", **opts)  # the node's copy has them all: nothing measured
+    assert again["measured"] == 0
+    with pytest.raises(FbnasError, match="no node of the Ray cluster offers 'no_such_device'"):
+        build_on_node(db, "no_such_device", "local", **opts)
