@@ -5,7 +5,12 @@
   rank, gradients all-reduced) over 1 process x 2 threads. Each variant runs in fresh processes.
 * **jointnas**: JointNAS coarse-stage trials (the smoke config's candidates trained on the proxy,
   :func:`fbnas.search.jointnas.trials.run_trial`) per hour: Ray with 2 workers x 1 thread over the sequential
-  executor with 2 threads. Ray's start-up is timed apart (``ray_init_s``) and not in the rate.
+  executor with 2 threads (after one untimed trial that loads the data). Ray's start-up is timed apart
+  (``ray_init_s``, with one untimed trial per worker: their imports and data) and not in the rate.
+
+Both parts also time one process with 1 thread, as context: a ratio above 2 means that 2 intra-op threads are
+slower than 1 on this machine (small per-layer work, a shared CPU), not that more processes scale better than
+linearly.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ def _add_args(p) -> None:
     p.add_argument("--steps", type=int, default=12, help="timed weight steps per variant")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--trials", type=int, default=6, help="JointNAS trials per executor")
+    p.add_argument("--trial-images", type=int, default=1536, help="proxy training images of a trial")
+    p.add_argument("--trial-epochs", type=int, default=3, help="proxy epochs of a trial")
     p.add_argument("--skip-jointnas", action="store_true", help="only the supernet part")
 
 
@@ -145,18 +152,35 @@ def _trials(opts: dict) -> dict:
     from fbnas.search.jointnas.trials import run_trial
 
     n = int(opts["trials"])
-    out: dict[str, Any] = {"trials": n}
+    proxy = {"train_images": int(opts["trial_images"]), "val_images": 256, "epochs": int(opts["trial_epochs"]),
+             "bn_images": 256}
+    out: dict[str, Any] = {"trials": n, "proxy": proxy}
+
+    def tasks_in(folder: Path, count: int, threads: int) -> list[Any]:
+        return smoke_trial_tasks(folder, count, threads=threads, proxy=proxy)
+
     with tempfile.TemporaryDirectory(prefix="fbnas-bench-ddp-") as tmp:
-        tasks = smoke_trial_tasks(Path(tmp) / "seq", n, threads=2)
+        # untimed: one trial first, so the data, imports and allocator are warm for both sequential variants
+        SequentialExecutor(threads=1).map(run_trial, tasks_in(Path(tmp) / "warmup", 1, 1))
+        tasks = tasks_in(Path(tmp) / "seq", n, 2)
         with SequentialExecutor(threads=2) as ex:
             t0 = time.perf_counter()
             ex.map(run_trial, tasks)
             out["sequential_2_threads_s"] = time.perf_counter() - t0
-        tasks = smoke_trial_tasks(Path(tmp) / "ray", n, threads=1)
+        tasks = tasks_in(Path(tmp) / "seq1", n, 1)
+        with SequentialExecutor(threads=1) as ex:  # context: the same trials on 1 thread
+            t0 = time.perf_counter()
+            ex.map(run_trial, tasks)
+            out["sequential_1_thread_s"] = time.perf_counter() - t0
+        tasks = tasks_in(Path(tmp) / "ray", n, 1)
         ex_ray = RayExecutor(workers=2, threads=1, address="local")
         try:
             t0 = time.perf_counter()
             ex_ray._ray()
+            # untimed: one trial per worker, so both workers have imported fbnas and loaded the data (a long
+            # search pays that once)
+            ex_ray.map(run_trial, smoke_trial_tasks(Path(tmp) / "ray_warmup", 2, threads=1,
+                                                    proxy={**proxy, "train_images": 96, "epochs": 2}))
             out["ray_init_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             ex_ray.map(run_trial, tasks)
@@ -166,6 +190,7 @@ def _trials(opts: dict) -> dict:
     out["sequential_trials_per_hour"] = n / out["sequential_2_threads_s"] * 3600
     out["ray_trials_per_hour"] = n / out["ray_2_workers_x_1_thread_s"] * 3600
     out["ray_over_sequential"] = out["ray_trials_per_hour"] / out["sequential_trials_per_hour"]
+    out["sequential_2_threads_over_1"] = out["sequential_1_thread_s"] / out["sequential_2_threads_s"]
     return out
 
 
@@ -179,15 +204,20 @@ def run(args) -> dict:
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup}
     single = run_worker("ddp", {**base, "world": 1, "threads": 2}, "ddp (1 process x 2 threads)")
     ddp = run_worker("ddp", {**base, "world": 2, "threads": 1}, "ddp (2 ranks x 1 thread)")
+    one = run_worker("ddp", {**base, "world": 1, "threads": 1}, "ddp (1 process x 1 thread)")
     result: dict[str, Any] = {
         "bench": "ddp", "torch": torch.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
         "load_average_at_start": [round(x, 2) for x in load],  # a shared machine: other work competes
         "supernet": {**base, "one_process_2_threads_images_per_s": single["images_per_s"],
                      "two_ranks_1_thread_images_per_s": ddp["images_per_s"],
-                     "ddp_over_one_process": ddp["images_per_s"] / single["images_per_s"]},
+                     "ddp_over_one_process": ddp["images_per_s"] / single["images_per_s"],
+                     # context: how 2 threads scale over 1 here (below 1: intra-op threads lose on this machine)
+                     "one_process_1_thread_images_per_s": one["images_per_s"],
+                     "two_threads_over_one": single["images_per_s"] / one["images_per_s"]},
     }
     if not args.skip_jointnas:
-        result["jointnas"] = _trials({"trials": args.trials})
+        result["jointnas"] = _trials({"trials": args.trials, "trial_images": args.trial_images,
+                                      "trial_epochs": args.trial_epochs})
     return json.loads(json.dumps(result))
 
 
