@@ -42,6 +42,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-seeds", default=None, metavar="S1,S2,...",
                    help="retrain every architecture once per seed and compare mean accuracies (default: --seed)")
     p.add_argument("--jobs", type=int, default=1, help="retrain this many architectures at once")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="local: --jobs subprocesses here; ray: --jobs Ray tasks of --threads CPUs (a retraining whose "
+                        "worker dies is retried; docs/scale_out.md)")
+    p.add_argument("--ray-address", default="local", help="with --executor ray: local | auto | HOST:PORT")
     p.add_argument("--reuse", action="append", default=[], metavar="DIR",
                    help="earlier --out folder: a finished run there of the same architecture, seed and flags is "
                         "copied instead of retrained (repeatable)")
@@ -169,6 +173,9 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
         for name, _ in named_archs:
             run_dir = out / run_name(name, seed, seeds[0])
             cmds.append(((name, seed), train_command(arch_files[name], run_dir, seed, args, data), run_dir))
+    if args.executor == "ray":
+        _retrain_on_ray(cmds, args, arch_by_name)
+        return {key: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for key, _, run_dir in cmds}
     running: list[tuple[tuple[str, int], subprocess.Popen]] = []
     pending = list(cmds)
     while pending or running:
@@ -189,6 +196,28 @@ def retrain_all(named_archs: list[tuple[str, dict]], seeds: list[int], args: arg
                     raise SystemExit(f"retraining {item[0][0]} (seed {item[0][1]}) failed "
                                      f"(exit {item[1].returncode})")
     return {key: (read_jsonl(run_dir / "metrics.jsonl") or [{}])[-1] for key, _, run_dir in cmds}
+
+
+def _retrain_on_ray(cmds: list, args: argparse.Namespace, arch_by_name: dict) -> None:
+    """The retrainings as Ray tasks (``fbnas train`` in the worker, resumed there when a checkpoint exists)."""
+    from fbnas.search.executors import RayExecutor, run_command
+
+    todo = []
+    for key, cmd, run_dir in cmds:
+        if not finished(run_dir, args.epochs):
+            copy_equal_run(arch_by_name[key[0]], key[1], args, run_dir)
+        if finished(run_dir, args.epochs):
+            print(f"reusing {run_dir} ({args.epochs} epochs done)", file=sys.stderr, flush=True)
+            continue
+        todo.append((key, cmd[3:] + (["--resume"] if (run_dir / "checkpoint.pt").exists() and "--resume" not in cmd
+                                      else [])))
+    with RayExecutor(max(1, args.jobs), args.threads or 1, args.ray_address) as ex:
+        codes = ex.map(run_command, [argv for _, argv in todo],
+                       lambda i, rc: print(f"retrained {todo[i][0][0]} (seed {todo[i][0][1]}): exit {rc}",
+                                           file=sys.stderr, flush=True))
+    for (key, _), rc in zip(todo, codes, strict=True):
+        if rc != 0:
+            raise SystemExit(f"retraining {key[0]} (seed {key[1]}) failed (exit {rc})")
 
 
 def check_same_arch(run_dir: Path, arch: dict) -> None:

@@ -325,7 +325,7 @@ def test_shipped_config_and_quick_preset_parse():
     ({"jointnas": {"proxy": {"recipe": {"epochs": 3}}}}, "cfg.yaml: jointnas.proxy.recipe.epochs: set by the search"),
     ({"jointnas": {"proxy": {"recipe": {"lr": -1.0}}}}, "cfg.yaml: jointnas.proxy.recipe.lr: must be in (0, 100]"),
     ({"jointnas": {"calibration": {"epoch": 9}}}, "jointnas.calibration.epoch: must be <= proxy.epochs (4)"),
-    ({"jointnas": {"executor": {"kind": "ray"}}}, "cfg.yaml: jointnas.executor.kind: must be one of"),
+    ({"jointnas": {"executor": {"kind": "slurm"}}}, "cfg.yaml: jointnas.executor.kind: must be one of"),
     ({"jointnas": {"coarse": {"poool": 3}}}, "cfg.yaml: jointnas.coarse.poool: unknown field; valid: batch"),
 ])
 def test_bad_config_is_one_line_naming_the_field(change, message):

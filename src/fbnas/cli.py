@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        rc = _call(args)
     except KeyboardInterrupt:
         print("fbnas: interrupted", file=sys.stderr)
         return 130
@@ -108,6 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one error path of the command line
         return report_error(e)
     return int(rc or 0)
+
+
+def _call(args) -> int:
+    """The command, as one rank of a data-parallel job when torchrun started this process (WORLD_SIZE > 1):
+    it joins the process group first; ranks other than 0 print nothing on stdout (rank 0 reports)."""
+    from fbnas import distributed
+
+    if distributed.world().size <= 1:
+        return args.func(args)
+    w = distributed.init()
+    saved = sys.stdout
+    if not w.is_writer:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    try:
+        return args.func(args)
+    finally:
+        if sys.stdout is not saved:
+            sys.stdout.close()
+            sys.stdout = saved
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-BENCH_MODULES = ["train", "supernet", "dmasking", "fpnas"]
+BENCH_MODULES = ["train", "supernet", "dmasking", "fpnas", "ddp"]
 BENCHES: dict[str, tuple[str, Callable[[Any], None], Callable[[Any], dict]]] = {}
 
 

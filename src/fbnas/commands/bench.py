@@ -9,7 +9,7 @@ from fbnas.commands.common import add_format_arg, print_json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="run a benchmark (train, supernet, dmasking, fpnas)")
+    p = sub.add_parser("bench", help="run a benchmark (train, supernet, dmasking, fpnas, ddp)")
     bsub = p.add_subparsers(dest="bench", metavar="BENCH")
     for name in BENCH_MODULES:
         try:

@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     b.add_argument("--arch", action="append", default=[], help="zoo name or spec file to cover (repeatable)")
     b.add_argument("--db", required=True, help="LUT file (SQLite; created if missing)")
     b.add_argument("--force", action="store_true", help="re-measure entries that already exist")
+    b.add_argument("--ray-resource", default=None, metavar="NAME",
+                   help="measure on the Ray node offering this custom resource (`ray start --resources "
+                        "'{\"NAME\": 1}'`); its rows keep that node's fingerprint")
+    b.add_argument("--ray-address", default="auto", help="with --ray-resource: auto | HOST:PORT | local")
     _setting_args(b)
     add_format_arg(b)
     b.set_defaults(func=_build)
@@ -152,10 +156,16 @@ def _build(args) -> int:
     check_output(args.db, "--db")
     space = _space(args) if args.space else None
     t0 = time.perf_counter()
-    res = build_table(args.db, space=space, specs=args.arch, input_size=args.input_size, backend=args.backend,
-                      threads=args.threads, force=args.force, in_channels=args.in_channels,
-                      num_classes=args.num_classes or 1000, batch=args.batch, channels_last=args.channels_last,
-                      statistic=args.statistic, dtype=args.dtype)
+    opts = {"space": space, "specs": args.arch, "input_size": args.input_size, "backend": args.backend,
+            "threads": args.threads, "force": args.force, "in_channels": args.in_channels,
+            "num_classes": args.num_classes or 1000, "batch": args.batch, "channels_last": args.channels_last,
+            "statistic": args.statistic, "dtype": args.dtype}
+    if args.ray_resource:
+        from fbnas.lut.remote import build_on_node
+
+        res = build_on_node(args.db, args.ray_resource, args.ray_address, **opts)
+    else:
+        res = build_table(args.db, **opts)
     res["seconds"] = round(time.perf_counter() - t0, 2)
     if res.get("correction"):
         res["correction"] = {k: v for k, v in res["correction"].items() if k != "fit_samples"}

@@ -71,12 +71,18 @@ class BatchLoader:
     ``indices`` restricts to a subset (e.g. a train/val split). With ``shuffle`` the order is a permutation
     drawn from (seed, epoch); augmentation of batch ``i`` uses a generator from (seed, epoch, i). Call
     :meth:`set_epoch` before each epoch; ``start_batch`` skips the first batches (mid-epoch resume).
+
+    ``shard=(rank, size)`` (data-parallel runs, :mod:`fbnas.distributed`): ``batch_size`` is the *global* batch
+    and this loader yields rank ``rank``'s part of every global batch (``torch.tensor_split`` of it, augmented as
+    a whole first, so the union of the shards is the single process's batch); a last partial batch smaller than
+    ``size`` is left out on every rank.
     """
 
     def __init__(self, data: ImageTensors, indices: torch.Tensor | None = None, batch_size: int = 128,
                  shuffle: bool = True, augment: AugmentConfig | None = None, seed: int = 0,
                  channels_last: bool = False, drop_last: bool = False,
-                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None) -> None:
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 shard: tuple[int, int] | None = None) -> None:
         if batch_size < 1:
             from fbnas.errors import FbnasError
 
@@ -91,6 +97,7 @@ class BatchLoader:
         self.drop_last = drop_last
         self.epoch = 0
         self.start_batch = 0
+        self.shard = shard if shard is not None and shard[1] > 1 else None
         mean = data.mean if mean is None else mean
         std = data.std if std is None else std
         c = data.channels
@@ -105,7 +112,10 @@ class BatchLoader:
 
     def __len__(self) -> int:
         n = self.num_samples
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        full, rest = divmod(n, self.batch_size)
+        if self.drop_last or rest == 0:
+            return full
+        return full + 1 if self.shard is None or rest >= self.shard[1] else full
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch = int(epoch)
@@ -129,4 +139,8 @@ class BatchLoader:
             x = self.data.images[idx]
             if self.augment is not None:
                 x = augment_batch(x, self.augment, make_generator(self.seed, self.epoch, b))
-            yield self.normalize(x), self.data.labels[idx]
+            y = self.data.labels[idx]
+            if self.shard is not None:
+                rank, size = self.shard
+                x, y = torch.tensor_split(x, size)[rank], torch.tensor_split(y, size)[rank]
+            yield self.normalize(x), y

@@ -33,11 +33,12 @@ class TrainingData:
     def num_classes(self) -> int:
         return int(self.train.num_classes)
 
-    def loaders(self, batch_size: int, seed: int, augment: AugmentConfig | None, channels_last: bool
-                ) -> tuple[BatchLoader, dict[str, BatchLoader]]:
-        """(shuffled training loader, evaluation loaders ``val`` (when held out) and ``test``)."""
+    def loaders(self, batch_size: int, seed: int, augment: AugmentConfig | None, channels_last: bool,
+                shard: tuple[int, int] | None = None) -> tuple[BatchLoader, dict[str, BatchLoader]]:
+        """(shuffled training loader, evaluation loaders ``val`` (when held out) and ``test``); ``shard``: this
+        rank's part of every global training batch (every rank evaluates the whole evaluation sets)."""
         train = BatchLoader(self.train, self.train_idx, batch_size, shuffle=True, augment=augment, seed=seed,
-                            channels_last=channels_last)
+                            channels_last=channels_last, shard=shard)
         evals = {}
         if len(self.val_idx):
             evals["val"] = BatchLoader(self.train, self.val_idx, EVAL_BATCH_SIZE, shuffle=False,
@@ -90,8 +91,12 @@ class SearchData:
 
 def search_loaders(name: str, data_dir: str | None, *, subset: int | None, theta_split: float, batch_size: int,
                    seed: int, augment: bool, channels_last: bool, in_channels: int, input_size: int,
-                   source: str = "config") -> SearchData:
-    """The weight and architecture splits of a search, deterministic in (seed, epoch); both must hold a batch."""
+                   source: str = "config", shard: tuple[int, int] | None = None) -> SearchData:
+    """The weight and architecture splits of a search, deterministic in (seed, epoch); both must hold a batch.
+    ``shard=(rank, size)``: this rank's equal part of every global batch of ``batch_size`` (a multiple of size)."""
+    if shard is not None and shard[1] > 1 and batch_size % shard[1]:
+        raise FbnasError(f"{source}: data.batch_size: {batch_size} is the global batch and must be a multiple of "
+                         f"the {shard[1]} ranks")
     data = load_dataset(name, data_dir=data_dir, train=True, image_size=input_size if name == "synthetic" else None)
     if data.images.shape[1] != in_channels or data.images.shape[-1] != input_size:
         raise FbnasError(f"space.in_channels/space.input_size: the dataset {name!r} has images of "
@@ -107,9 +112,9 @@ def search_loaders(name: str, data_dir: str | None, *, subset: int | None, theta
     t_idx = subset_idx[torch.as_tensor(t_pos, dtype=torch.long)]
     aug = AugmentConfig() if augment else None
     out = SearchData(BatchLoader(data, indices=w_idx, batch_size=batch_size, shuffle=True, augment=aug, seed=seed,
-                                 channels_last=channels_last, drop_last=True),
+                                 channels_last=channels_last, drop_last=True, shard=shard),
                      BatchLoader(data, indices=t_idx, batch_size=batch_size, shuffle=True, augment=None,
-                                 seed=seed + 1, channels_last=channels_last, drop_last=True),
+                                 seed=seed + 1, channels_last=channels_last, drop_last=True, shard=shard),
                      int(data.num_classes))
     if len(out.weights) == 0 or len(out.arch) == 0:
         raise FbnasError(f"{source}: data.batch_size: {batch_size} is larger than a split ({len(out.weights)} "

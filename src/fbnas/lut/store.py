@@ -333,6 +333,27 @@ class LutStore:
 
         return self._guard(run)
 
+    def import_device(self, other: LutStore, device: str) -> int:
+        """Copy every entry of ``device`` from ``other`` (a table measured on that device: a Ray node's) into this
+        one, with its fingerprint and time, replacing this table's rows of that device for the same keys; rows of
+        other devices are never touched. Returns how many rows were copied."""
+        rows = other._guard(lambda: other.conn.execute(
+            f"SELECT key, backend, threads, statistic, device, {_ROW_COLUMNS} FROM entries WHERE device=?",
+            (device,)).fetchall())
+
+        def run() -> int:
+            with self.transaction():
+                for r in rows:
+                    self.conn.execute(
+                        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                        "ON CONFLICT(key, backend, threads, statistic, device) DO "
+                        "UPDATE SET fingerprint=excluded.fingerprint, value_ms=excluded.value_ms, "
+                        "spread_ms=excluded.spread_ms, samples=excluded.samples, measured_at=excluded.measured_at, "
+                        "block=excluded.block", tuple(r))
+            return len(rows)
+
+        return self._guard(run)
+
     def count(self) -> int:
         return int(self._guard(lambda: self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]))
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from fbnas import distributed
 from fbnas.errors import DivergenceError
 from fbnas.guards import NonFinite, check_loss, describe_names, nonfinite_metrics, nonfinite_tensors
 from fbnas.runs import RunFolder, load_module_state, restoring
@@ -74,26 +75,29 @@ def train_weights(net: Supernet, loader, opt, sched, update: ArchitectureUpdate,
         arch_loader.set_epoch(epoch)
         arch_batches, n_arch = iter(arch_loader), len(arch_loader)
     bar = progress_bar(n_batches, f"epoch {epoch} weights")
+    weights = net.weight_parameters() if distributed.active() else []
     for i, (x, y) in enumerate(loader):
         opt.zero_grad(set_to_none=True)
         out = update.weight_step(net, x, y, epoch * n_batches + i)
+        out, n = distributed.sync_step(weights, out, len(y))  # data-parallel: the global batch's gradients and values
         loss_value = out.pop("loss", None)
         if loss_value is not None:
             check_loss(loss_value, "the weight loss", i, n_batches)
         check_loss(out["ce"], "the weight cross-entropy", i, n_batches)
         opt.step()
+        distributed.check_identical(weights, "weights")
         sched.step()
-        total_ce += out["ce"] * len(y)
+        total_ce += out["ce"] * n
         correct += out["correct"]
-        seen += len(y)
-        extra.add({f"w_{k}": v for k, v in out.items() if k not in ("ce", "correct")}, len(y))
+        seen += n
+        extra.add({f"w_{k}": v for k, v in out.items() if k not in ("ce", "correct")}, n)
         if arch_batches is not None:
             for _ in range(arch_steps_after(i, n_batches, n_arch)):
                 xt, yt = next(arch_batches)
                 step_out = update.arch_step(net, xt, yt, epoch * n_arch + arch_step)
                 for k, v in step_out.items():
                     check_loss(float(v), f"the architecture step's {k}", arch_step, n_arch, "theta")
-                arch.add(step_out, len(yt))
+                arch.add(step_out, distributed.global_rows(len(yt)))
                 arch_step += 1
         bar.update(1)
     bar.close()
@@ -145,16 +149,20 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
         arch_ids = {id(p) for p in net.arch_parameters()}
         return {f"model.{n}" for n, p in net.named_parameters() if id(p) in arch_ids}
 
+    writer = distributed.world().is_writer  # data-parallel: only rank 0 writes the run folder
+
     def checkpoint(epoch: int) -> None:
+        if not writer:
+            return
         folder.save_checkpoint({"epoch": epoch, "model": net.state_dict(), "opt_weights": opt_w.state_dict(),
                                 "arch_update": update.state_dict(), "sched_weights": sched_w.state_dict(),
                                 "rng": rng_state(), "history": history, "theta_epochs": theta_epochs,
-                                "elapsed_s": elapsed, "config": cfg.to_dict(),
+                                "elapsed_s": elapsed, "config": cfg.to_dict(), "world_size": distributed.world().size,
                                 "argmax_choices": [int(c) for c in net.argmax_choices()]}, initial=epoch < 0)
         write_history_files(folder, history, theta_epochs, dim_names, labels)
 
     if resuming:
-        ck = folder.load_checkpoint()
+        ck = distributed.from_writer(folder.load_checkpoint)  # read by rank 0, sent to the others
         source = folder.file(folder.CHECKPOINT)
         with restoring(source):
             load_module_state(net, ck["model"], source)
@@ -164,11 +172,16 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
             set_rng_state(ck["rng"])
             history, theta_epochs = list(ck["history"]), list(ck["theta_epochs"])
             start_epoch, elapsed = int(ck["epoch"]) + 1, float(ck.get("elapsed_s", 0.0))
-        write_history_files(folder, history, theta_epochs, dim_names, labels)
-        if after_epoch is not None:
-            after_epoch(history)
+        if writer:
+            write_history_files(folder, history, theta_epochs, dim_names, labels)
+            if after_epoch is not None:
+                after_epoch(history)
         log(f"resuming {folder.path} after epoch {start_epoch - 1}" if start_epoch else
             f"resuming {folder.path} from its initial state")
+        saved_world = int(ck.get("world_size", 1))
+        if saved_world != distributed.world().size:
+            log(f"note: resuming with {distributed.world().size} rank(s), the search used {saved_world}; it continues "
+                "(same global batch and schedule) but is not bit-exact with an uninterrupted run")
     else:
         checkpoint(-1)  # the initial state: a search that stops in its first epoch still has one to keep
 
@@ -184,6 +197,7 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
                 rec.update(update.train_epoch(net, t_loader, epoch))
         except NonFinite as e:
             raise search_diverged(cfg, epoch, e.where, str(e), e.phase, rec.get("tau")) from None
+        distributed.average_buffers(net)  # per-rank BN running statistics: every rank then holds what rank 0 saves
         rec["argmax_cost"] = cost_model.of_choices(net.argmax_choices())
         rec["lr"] = opt_w.param_groups[0]["lr"]
         elapsed += time.perf_counter() - t0
@@ -195,7 +209,7 @@ def run_alternating(net: Supernet, w_loader, t_loader, cost_model: CostModel, up
                              "theta": [t.detach().tolist() for t in net.arch_parameters()],
                              "probs": [p.tolist() for p in net.probabilities()]})
         checkpoint(epoch)
-        if after_epoch is not None:
+        if after_epoch is not None and writer:
             after_epoch(history)
         log(line(rec) if line is not None else epoch_line(rec, cost_model.unit))
         if stop_after_epoch is not None and epoch >= stop_after_epoch:

@@ -10,6 +10,7 @@ from typing import Any
 
 from fbnas.cost.terms import TermCostModel, analytic_cost_model
 from fbnas.data.prepare import SearchData, search_loaders
+from fbnas.distributed import world, writer_first
 from fbnas.errors import FbnasError
 from fbnas.search.config import SearchConfig
 from fbnas.search.updates import GumbelUpdate
@@ -24,9 +25,10 @@ def load_latency_table(cfg: SearchConfig, space, num_classes: int, log: Callable
     path = Path(cfg.lut.path)
     if cfg.lut.build:
         arch = space.build(space.default_sample()).arch
-        stats = build_table(path, space=space, input_size=arch.input_size, backend=cfg.lut.backend,
-                            threads=cfg.lut.threads, in_channels=arch.in_channels, num_classes=num_classes,
-                            progress=sys.stderr.isatty(), dtype=cfg.lut.dtype)
+        with writer_first():  # data-parallel: rank 0 measures, the other ranks then find every entry
+            stats = build_table(path, space=space, input_size=arch.input_size, backend=cfg.lut.backend,
+                                threads=cfg.lut.threads, in_channels=arch.in_channels, num_classes=num_classes,
+                                progress=sys.stderr.isatty(), dtype=cfg.lut.dtype)
         if stats.get("measured"):
             log(f"latency table {path}: measured {stats['measured']} new entries")
     elif not path.exists():
@@ -45,7 +47,7 @@ def search_data(cfg: SearchConfig, in_channels: int, input_size: int, source: st
     d = cfg.data
     return search_loaders(d.name, d.dir, subset=d.subset, theta_split=d.theta_split, batch_size=d.batch_size,
                           seed=cfg.seed, augment=d.augment, channels_last=d.channels_last, in_channels=in_channels,
-                          input_size=input_size, source=source)
+                          input_size=input_size, source=source, shard=world().shard)
 
 
 def gumbel_update(net, cost_model, cfg: SearchConfig) -> GumbelUpdate:

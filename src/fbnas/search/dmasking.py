@@ -96,6 +96,7 @@ class DMaskingConfig(SearchConfig):
 class DMasking:
     name = "dmasking"
     help = "FBNetV2 DMaskingNAS: channel / expansion / resolution search by masking"
+    data_parallel = True  # torchrun: the ranks share every step (fbnas.distributed)
     config_model = DMaskingConfig
     smoke_config: dict[str, Any] = {
         "seed": 5, "threads": 1,

@@ -53,6 +53,7 @@ class DnasConfig(SearchConfig):
 class Dnas:
     name = "dnas"
     help = "FBNetV1 DNAS: Gumbel-softmax supernet with a latency-aware loss"
+    data_parallel = True  # torchrun: the ranks share every step (fbnas.distributed)
     config_model = DnasConfig
     smoke_config: dict[str, Any] = {
         "seed": 3, "threads": 1,

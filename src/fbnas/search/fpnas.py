@@ -19,6 +19,7 @@ from pydantic import Field, model_validator
 
 from fbnas.config import StrictModel
 from fbnas.cost.terms import analytic_cost_model
+from fbnas.distributed import world
 from fbnas.runs import RunFolder
 from fbnas.search.alternating import run_alternating
 from fbnas.search.budgeted import most_probable_within
@@ -105,6 +106,7 @@ class FPNasConfig(SearchConfig):
 class FPNas:
     name = "fpnas"
     help = "FP-NAS: sampled single-path search, entropy-adaptive K, FD -> JD, FLOPs cost, split attention"
+    data_parallel = True  # torchrun: the ranks share every step (fbnas.distributed)
     config_model = FPNasConfig
     smoke_config: dict[str, Any] = {
         "seed": 2, "threads": 1,
@@ -153,7 +155,8 @@ class FPNas:
                                   after_epoch=lambda h: write_trace(folder, update.trace, f.switch_epoch))
         if history is None:
             return None
-        write_plots(folder, update.trace)
+        if world().is_writer:
+            write_plots(folder, update.trace)
         return build_result(net, space, cfg, cost_model, lut, update, history, log)
 
     def format_result(self, result: dict[str, Any]) -> str:

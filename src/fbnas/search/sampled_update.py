@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from fbnas import distributed
 from fbnas.search.distribution import sample_count
 from fbnas.search.protocols import CostModel
 from fbnas.search.single_path import SinglePathSupernet
@@ -141,12 +142,15 @@ class SampledUpdate:
         k, h, choices = self.draw(step, "weights")
         params = net.weight_parameters()
         n = len(y)
+        n_global = distributed.global_rows(n)
         top, total = -math.inf, 0.0
         ces, correct, lls = [], 0, []
         for ch in choices:
             logits = net.run(x, ch)
             ce = F.cross_entropy(logits, y)
-            ll = -float(ce.detach()) * n
+            # the child's log-likelihood on the global batch (data-parallel: summed over the ranks), so every rank
+            # weights its children alike and the all-reduced gradient is the single process's
+            ll = -float(distributed.all_sum(ce.detach().double() * n))
             if self.weight_loss == "importance":  # acc <- acc * exp(top - top') + exp(l_k - top') g_k
                 new_top = max(top, ll)
                 keep, w = math.exp(top - new_top), math.exp(ll - new_top)
@@ -160,7 +164,7 @@ class SampledUpdate:
             if w > 0.0:  # a child far less likely than the best so far adds nothing
                 (ce * w).backward()
             total = total * keep + w
-            ces.append(float(ce.detach()))
+            ces.append(-ll / n_global)
             lls.append(ll)
             correct += int((logits.detach().argmax(1) == y).sum())
         for p in params:
@@ -175,6 +179,8 @@ class SampledUpdate:
         k, h, choices = self.draw(step, "arch")
         with torch.no_grad():
             lls = torch.stack([-F.cross_entropy(net.run(x, ch), y, reduction="sum") for ch in choices])
+        lls = distributed.all_sum(lls)  # data-parallel: the global batch's, so every rank takes the same step
+        n_images = distributed.global_rows(len(y))
         w = importance_weights(lls)
         costs = torch.tensor([self.cost_model.of_choices(ch) for ch in choices], dtype=torch.float64)
         penalties = cost_penalties(costs, self.target, self.target_floor)
@@ -183,8 +189,9 @@ class SampledUpdate:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        value = loss_value(lls, penalties, self.beta, len(y))
-        ce = float(-lls.double().mean()) / len(y)
+        distributed.check_identical(self.optimizer.param_groups[0]["params"], "architecture parameters")
+        value = loss_value(lls, penalties, self.beta, n_images)
+        ce = float(-lls.double().mean()) / n_images
         self.trace.append([PHASES["arch"], step, k, h, ce, int(net.dist.is_joint)])
         out = {"t_nll": value["nll"], "t_ce": ce, "t_cost": float(costs.mean()), "t_c": value["c"], "t_k": k, "t_h": h,
                "t_ess": float(1.0 / (w * w).sum()), "t_over": float((penalties > 0).double().mean())}

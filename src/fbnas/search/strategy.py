@@ -73,8 +73,16 @@ def run_search(strategy: Strategy, cfg: SearchConfig, out: str | Path, resume: b
     """Run (or resume) ``strategy`` with the validated ``cfg`` in the run folder ``out``; returns result.json's
     document (empty when ``stop_after_epoch`` ended the work early). ``overwrite`` replaces a run already there
     (kept until the new run's first checkpoint)."""
+    from fbnas import distributed
+
+    w = distributed.world()
+    if w.size > 1 and not getattr(strategy, "data_parallel", False):
+        raise FbnasError(f"search {strategy.name}: does not run data-parallel under torchrun (its trials scale out "
+                         "through its executor: jointnas.executor.kind ray or process); run it as one process")
     folder = RunFolder(out, "search")
-    resuming = folder.prepare(resume, overwrite)
+    resuming = distributed.from_writer(lambda: folder.prepare(resume, overwrite))
+    if not w.is_writer:  # the other ranks compute the same steps; rank 0 writes the run folder
+        return _search(strategy, cfg, folder, resuming, log, stop_after_epoch, source)
     try:
         return _search(strategy, cfg, folder, resuming, log, stop_after_epoch, source)
     except DivergenceError as e:
@@ -93,25 +101,31 @@ def _kept(folder: RunFolder, state: dict[str, Any]) -> str:
 
 def _search(strategy: Strategy, cfg: SearchConfig, folder: RunFolder, resuming: bool, log: Callable[[str], Any],
             stop_after_epoch: int | None, source: str) -> dict[str, Any]:
+    from fbnas import distributed
     from fbnas.runtime import set_threads
     from fbnas.seeding import seed_everything
 
     resolved = cfg.to_dict()
-    if resuming:
-        saved = folder.read_config()
-        if saved is not None:  # read through the model: fields added since the run started take their defaults
-            saved = type(cfg).parse(saved, str(folder.file(folder.CONFIG))).to_dict()
-        if saved is not None and saved != resolved:
-            changed = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
-            raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json "
-                             f"(differs in: {', '.join(changed)})")
-    folder.start(resolved, seed=cfg.seed, resumed=resuming)
+
+    def start() -> None:  # rank 0 (every rank raises its refusal)
+        if resuming:
+            saved = folder.read_config()
+            if saved is not None:  # read through the model: fields added since the run started take their defaults
+                saved = type(cfg).parse(saved, str(folder.file(folder.CONFIG))).to_dict()
+            if saved is not None and saved != resolved:
+                changed = sorted(k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k))
+                raise FbnasError(f"{folder.path}: --resume with a different config than the run's config.json "
+                                 f"(differs in: {', '.join(changed)})")
+        folder.start(resolved, seed=cfg.seed, resumed=resuming)
+
+    distributed.from_writer(start)
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     result = strategy.run(cfg, folder, resuming=resuming, log=log, stop_after_epoch=stop_after_epoch, source=source)
     if result is None:
         return {}
-    folder.finish(result)
+    if distributed.world().is_writer:
+        folder.finish(result)
     return result
 
 

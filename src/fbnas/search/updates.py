@@ -14,11 +14,20 @@ from typing import Any
 
 import torch
 
+from fbnas import distributed
 from fbnas.guards import check_loss
 from fbnas.search.gumbel import temperature
 from fbnas.search.loss import LossConfig, dnas_loss
 from fbnas.search.protocols import ArchSample, CostModel, Supernet
 from fbnas.seeding import STREAMS, step_generator
+
+
+def local_sample(sample: ArchSample, rows: int) -> ArchSample:
+    """This rank's rows of a sample drawn for a global batch of ``rows`` images (per-image noise); the sample
+    itself for per-batch noise or in a single process."""
+    if not distributed.active():
+        return sample
+    return ArchSample([distributed.local_rows(w, rows) for w in sample.weights], sample.tau, sample.hard)
 
 
 class FrozenWeights:
@@ -84,7 +93,11 @@ class GumbelUpdate:
         return {"tau": self.tau}
 
     def weight_sample(self, net: Supernet, step: int, batch_size: int) -> ArchSample:
-        return net.arch_weights(self.tau, step_generator(self.seed, step, STREAMS["weights"]), batch_size=batch_size)
+        """The step's sample for a batch of ``batch_size``; data-parallel, this rank's rows of the global batch's
+        draw (per-image noise), so every rank draws the same sample and the shards see the single process's."""
+        n = distributed.global_rows(batch_size)
+        return local_sample(net.arch_weights(self.tau, step_generator(self.seed, step, STREAMS["weights"]),
+                                             batch_size=n), n)
 
     def weight_step(self, net: Supernet, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
         """The weights' loss on one Gumbel sample drawn without gradients (theta is not trained here): CE, or the
@@ -121,25 +134,30 @@ class GumbelUpdate:
         with FrozenWeights(net.weight_parameters()):
             for i, (x, y) in enumerate(loader):
                 step = epoch * n_batches + i
-                sample = net.arch_weights(self.tau, step_generator(self.seed, step, STREAMS["theta"]),
-                                          batch_size=x.shape[0])
+                rows = distributed.global_rows(x.shape[0])
+                sample = local_sample(net.arch_weights(self.tau, step_generator(self.seed, step, STREAMS["theta"]),
+                                                       batch_size=rows), rows)
                 logits = net(x, sample)
                 cost = self.cost_model.expected(sample.weights)
                 loss, parts = dnas_loss(logits, y, cost, self.loss)
-                check_loss(float(loss.detach()), "the architecture loss", i, n_batches, "theta")
                 g_cost = cost_gradient(logits, y, cost, self.loss, params)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                step_vals = {"loss": float(loss.detach()), "ce": parts["ce"], "cost": parts["cost"],
+                             "correct": int((logits.detach().argmax(1) == y).sum())}
+                step_vals, n = distributed.sync_step(params, step_vals, len(y))  # data-parallel: global theta grads
+                check_loss(step_vals["loss"], "the architecture loss", i, n_batches, "theta")
                 if g_cost is not None:
                     cost_sum = _accumulate(cost_sum, g_cost)
                     grads = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in params]
                     total_sum = _accumulate(total_sum, grads)
                 self.optimizer.step()
-                sums["t_loss"] += float(loss.detach()) * len(y)
-                sums["t_ce"] += parts["ce"] * len(y)
-                sums["t_cost"] += parts["cost"] * len(y)
-                correct += int((logits.detach().argmax(1) == y).sum())
-                seen += len(y)
+                distributed.check_identical(params, "architecture parameters")
+                sums["t_loss"] += step_vals["loss"] * n
+                sums["t_ce"] += step_vals["ce"] * n
+                sums["t_cost"] += step_vals["cost"] * n
+                correct += step_vals["correct"]
+                seen += n
                 bar.update(1)
         bar.close()
         out = {k: v / max(1, seen) for k, v in sums.items()}

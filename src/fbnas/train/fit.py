@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fbnas import distributed
 from fbnas.data.loader import AugmentConfig, BatchLoader, mixup_batch
 from fbnas.errors import DivergenceError
 from fbnas.guards import NonFinite, check_loss, describe_names, is_bn_statistic, nonfinite_metrics, nonfinite_tensors
@@ -120,6 +121,8 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
     model.train()
     loader.set_epoch(epoch, start_batch)
     totals.steps = start_batch
+    ddp = distributed.active()
+    params = [p for p in model.parameters() if p.requires_grad] if ddp else []
     t0 = time.perf_counter()
     for images, labels in loader:
         if recipe.mixup_alpha > 0:
@@ -133,15 +136,23 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
             loss = F.cross_entropy(out, labels, label_smoothing=recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        n = labels.shape[0]
+        step = {"loss": float(loss.detach()), "correct": int((out.detach().argmax(1) == labels).sum())}
+        stop_asked = False
+        if ddp:  # the global batch's gradients, loss and counts; a stop asked on any rank stops every rank
+            stop_asked = any(cb.should_stop() for cb in callbacks)
+            step["stop"] = float(stop_asked)
+            step, n = distributed.sync_step(params, step, n)
+            stop_asked = step.pop("stop") > 0
         optimizer.step()
+        distributed.check_identical(params, "weights")
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
             ema.update(model)
-        n = labels.shape[0]
-        loss_v = check_loss(float(loss.detach()), "the training loss", totals.steps, len(loader))
+        loss_v = check_loss(step["loss"], "the training loss", totals.steps, len(loader))
         totals.loss_sum += loss_v * n
-        totals.correct += int((out.detach().argmax(1) == labels).sum())
+        totals.correct += int(step["correct"])
         totals.seen += n
         totals.steps += 1
         if step_delay:
@@ -149,8 +160,8 @@ def train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Op
         elapsed = totals.seconds + time.perf_counter() - t0
         for cb in callbacks:
             cb.on_step(epoch, totals, len(loader), elapsed)
-        if (max_steps is not None and totals.steps - start_batch >= max_steps) or any(
-                cb.should_stop() for cb in callbacks):
+        if (max_steps is not None and totals.steps - start_batch >= max_steps) or (
+                stop_asked if ddp else any(cb.should_stop() for cb in callbacks)):
             break
     totals.seconds += time.perf_counter() - t0
     return totals
@@ -286,6 +297,8 @@ def fit(model: nn.Module, train_loader: BatchLoader, recipe: Recipe, *,
             raise DivergenceError(f"training diverged in epoch {epoch + 1} ({e.where}): {e}; "
                                   f"{likely_cause(recipe)}") from None
         elapsed = elapsed0 + time.perf_counter() - t_start
+        # per-rank BN running statistics (and the EMA's) averaged: every rank then holds the state rank 0 saves
+        distributed.average_buffers(model, state.ema.module if state.ema is not None else None)
         if totals.steps < len(train_loader):  # stopped mid-epoch
             check_finite(state, None, epoch)
             state.position = Position(epoch, totals.steps, totals, elapsed)
@@ -305,6 +318,6 @@ def fit(model: nn.Module, train_loader: BatchLoader, recipe: Recipe, *,
         for cb in callbacks:
             cb.on_epoch_end(record, state)
         start_batch, totals = 0, EpochTotals()
-        if any(cb.should_stop() for cb in callbacks) and epoch + 1 < recipe.epochs:
+        if distributed.any_rank(any(cb.should_stop() for cb in callbacks)) and epoch + 1 < recipe.epochs:
             return FitResult(history, True, state)
     return FitResult(history, False, state)

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fbnas import distributed
 from fbnas.errors import DivergenceError, FbnasError
 from fbnas.runs import RunFolder, restoring, state_mismatch
 from fbnas.train.fit import Callback, EpochTotals, Fit, augment_config, fit, prepare_model
@@ -73,6 +74,16 @@ class Checkpoints(Callback):
 
     def on_interrupt(self, state: Fit) -> None:
         self._save(state)
+
+
+class Collect(Callback):
+    """The history of a rank that writes nothing (the epoch records, as rank 0's checkpoints hold them)."""
+
+    def __init__(self, history: list[dict[str, Any]]) -> None:
+        self.history = history
+
+    def on_epoch_end(self, record: dict[str, Any], state: Fit) -> None:
+        self.history.append(record)
 
 
 class Progress(Callback):
@@ -136,15 +147,21 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     from fbnas.seeding import derive_seed
 
     tune_allocator()
+    w = distributed.world()
     folder = RunFolder(out_dir, "train")
-    folder.check_writable()  # before any work
     ckpt = folder.file(folder.CHECKPOINT)
-    state: dict[str, Any] | None = None
-    if resume:
+
+    def read_state() -> dict[str, Any] | None:  # rank 0 reads the folder, the other ranks receive it
+        folder.check_writable()  # before any work
+        if not resume:
+            return None
         if not folder.has_checkpoint:
             raise FbnasError(f"{ckpt}: no checkpoint to resume from (the run stopped before its first checkpoint; "
                              "start it again without --resume)")
-        state = folder.load_checkpoint()
+        return folder.load_checkpoint()
+
+    state: dict[str, Any] | None = distributed.from_writer(read_state)
+    if state is not None:
         if "arch" not in state or "model" not in state:
             raise FbnasError(f"{ckpt}: not an fbnas training checkpoint (no 'arch'/'model')")
         with restoring(ckpt):
@@ -160,8 +177,11 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
     else:
         recipe = recipe if recipe is not None else Recipe()
         arch = resolve_arch(spec)
-        if (folder.has_checkpoint or folder.is_finished) and not overwrite:
-            folder.prepare(resume=False)  # the one-line refusal, before any work
+        def refuse() -> None:
+            if (folder.has_checkpoint or folder.is_finished) and not overwrite:
+                folder.prepare(resume=False)  # the one-line refusal, before any work
+
+        distributed.from_writer(refuse)
 
     set_threads(recipe.threads)
     data = load_training_data(data_name, None if data_dir is None else str(data_dir), val_ratio=val_ratio,
@@ -171,7 +191,8 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
         arch = arch.copy(in_channels=data.train.channels, input_size=data.train.image_size)
         arch.validate(f"{arch.name} at {data.train.image_size}px")
     num_classes = data.num_classes
-    loader, evals = data.loaders(recipe.batch_size, recipe.seed, augment_config(recipe), recipe.channels_last)
+    loader, evals = data.loaders(recipe.batch_size, recipe.seed, augment_config(recipe), recipe.channels_last,
+                                 shard=w.shard)
 
     torch.manual_seed(derive_seed(recipe.seed, "init"))
     model = prepare_model(build_model(arch, num_classes), recipe)
@@ -183,11 +204,19 @@ def train(spec: Any, recipe: Recipe | None, data_name: str, out_dir: str | Path,
             raise FbnasError(f"{ckpt}: the checkpoint does not fit its architecture ({problem})")
         with restoring(ckpt):
             run_state.load_state_dict(state)
-        if state.get("threads") != torch.get_num_threads():
+        if state.get("threads") != torch.get_num_threads() and w.is_writer:
             print(f"fbnas: note: resuming with {torch.get_num_threads()} threads, the run used "
                   f"{state.get('threads')}; weights may differ from an uninterrupted run", file=sys.stderr)
-        history = list(state.get("history") or folder.read_metrics())[:run_state.position.epoch]
-    folder.prepare(resume=state is not None, overwrite=overwrite)
+        if int(state.get("world_size", 1)) != w.size and w.is_writer:
+            print(f"fbnas: note: resuming with {w.size} rank(s), the run used {int(state.get('world_size', 1))}; it "
+                  "continues (same global batch and schedule) but is not bit-exact with an uninterrupted run",
+                  file=sys.stderr)
+        saved = state.get("history") or (folder.read_metrics() if w.is_writer else [])
+        history = list(saved)[:run_state.position.epoch]
+    distributed.from_writer(lambda: folder.prepare(resume=state is not None, overwrite=overwrite))
+    if not w.is_writer:  # the other ranks compute; rank 0 writes the run folder
+        return _run(None, arch, recipe, data, (loader, evals), run_state, history, state is not None, False,
+                    step_delay)
     try:
         return _run(folder, arch, recipe, data, (loader, evals), run_state, history, state is not None, progress,
                     step_delay)
@@ -203,16 +232,25 @@ def _kept(state: dict[str, Any]) -> str:
             "steps, so train again with a lower lr: --overwrite")
 
 
-def _run(folder: RunFolder, arch, recipe: Recipe, data, loaders, run_state: Fit, history: list[dict[str, Any]],
-         resumed: bool, progress: bool, step_delay: float) -> dict[str, Any]:
-    """The run itself, once the folder is ready: manifest and config, fit() with checkpoints, result.json."""
-    config = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": data.info, "threads": torch.get_num_threads()}
-    folder.start(config, seed=recipe.seed, resumed=resumed)
-    folder.write_metrics(history)
+def _run(folder: RunFolder | None, arch, recipe: Recipe, data, loaders, run_state: Fit,
+         history: list[dict[str, Any]], resumed: bool, progress: bool, step_delay: float) -> dict[str, Any]:
+    """The run itself, once the folder is ready: manifest and config, fit() with checkpoints, result.json
+    (``folder`` None: a data-parallel rank other than 0, which computes the same steps and writes nothing)."""
     (loader, evals), num_classes, model = loaders, data.num_classes, run_state.model
-
-    extra = {"arch": arch.to_dict(), "num_classes": num_classes, "recipe": recipe.to_dict(), "data": data.info}
-    callbacks: list[Callback] = [Checkpoints(folder, extra, history)]
+    world_size = distributed.world().size
+    extra = {"arch": arch.to_dict(), "num_classes": num_classes, "recipe": recipe.to_dict(), "data": data.info,
+             "world_size": world_size}
+    callbacks: list[Callback] = []
+    if folder is not None:
+        config = {"arch": arch.to_dict(), "recipe": recipe.to_dict(), "data": data.info,
+                  "threads": torch.get_num_threads()}
+        if world_size > 1:
+            config["world_size"] = world_size
+        folder.start(config, seed=recipe.seed, resumed=resumed)
+        folder.write_metrics(history)
+        callbacks.append(Checkpoints(folder, extra, history))
+    else:
+        callbacks.append(Collect(history))
     if progress:
         callbacks.append(Progress(recipe.epochs))
     with StopOnSigint() as stop:
@@ -221,9 +259,11 @@ def _run(folder: RunFolder, arch, recipe: Recipe, data, loaders, run_state: Fit,
                       step_delay=step_delay)
     if outcome.stopped:
         pos = outcome.state.position
-        raise TrainingInterrupted(folder.path, pos.epoch, pos.step)
+        raise TrainingInterrupted(folder.path if folder is not None else Path("."), pos.epoch, pos.step)
 
     last = history[-1] if history else {}
+    if folder is None:
+        return {k: v for k, v in last.items() if v is not None}
     result = {
         "arch": arch.name, "data": data.info["name"], "epochs": recipe.epochs, "out": str(folder.path),
         "test_acc": last.get("test_acc"), "test_loss": last.get("test_loss"),

@@ -136,9 +136,11 @@ class StepTimeSection(StrictModel):
 
 
 class ExecutorSection(StrictModel):
-    kind: Literal["sequential", "process"] = "process"
-    workers: PositiveInt = 2
+    kind: Literal["sequential", "process", "ray"] = "process"
+    workers: PositiveInt = 2  # trials at a time (process, ray)
     threads: PositiveInt = 1  # torch threads per worker (the trials' recipe.threads)
+    address: str = "local"  # ray: local (started here) | auto (the cluster of `ray start`) | HOST:PORT
+    max_retries: Annotated[int, Field(ge=0)] = 2  # ray: runs of a trial whose worker process died
 
 
 class RetrainSection(StrictModel):

@@ -106,10 +106,11 @@ class JointNas:
         log(f"predictor: {what}, {pc.ensemble} member(s)")
         pre = pretrain(space, jn.predictor, cfg.seed, arch_costs(space, num_classes))
         pretrain_s = time.perf_counter() - t_pre
-        executor = make_executor(jn.executor.kind, jn.executor.workers, jn.executor.threads)
         ex = jn.executor
-        log(f"executor: {ex.kind}, " + (f"{ex.workers} workers x {ex.threads} threads" if ex.kind == "process"
-                                        else f"{ex.threads} thread(s)"))
+        executor = make_executor(ex.kind, ex.workers, ex.threads, ex.address, ex.max_retries)
+        where = f" at {ex.address}" if ex.kind == "ray" else ""
+        log(f"executor: {ex.kind}{where}, " + (f"{ex.workers} workers x {ex.threads} threads"
+                                                if ex.kind != "sequential" else f"{ex.threads} thread(s)"))
         base = dict(jn.proxy.recipe)
         ctx = Context(space, cfg, folder, constraints, data, num_classes, base, executor, log)
 
