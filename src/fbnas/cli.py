@@ -121,13 +121,16 @@ def _call(args) -> int:
     saved = sys.stdout
     if not w.is_writer:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    finished = False
     try:
-        return args.func(args)
+        rc = args.func(args)
+        finished = True
+        return rc
     finally:
         if sys.stdout is not saved:
             sys.stdout.close()
             sys.stdout = saved
-        distributed.shutdown()
+        distributed.shutdown(finished)
 
 
 if __name__ == "__main__":

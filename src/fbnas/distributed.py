@@ -90,10 +90,24 @@ def init(backend: str | None = None) -> World:
     return world()
 
 
-def shutdown() -> None:
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group. After a command that ``finished`` on this rank, first wait (at most a minute)
+    until every rank has: a rank that tears down its gloo connections while a peer still uses them can abort
+    the peer ("terminate called without an active exception"). After a failure, no wait: the peer may be in a
+    collective this rank will never join, and torchrun ends it."""
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            try:
+                if dist.get_backend() == "gloo":
+                    dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+                else:
+                    dist.barrier()
+            except RuntimeError:  # a peer that did not arrive: leave anyway
+                pass
         dist.destroy_process_group()
 
 
