@@ -3,6 +3,7 @@ unchanged or holding only complete files."""
 
 from __future__ import annotations
 
+import copy
 import gzip
 import hashlib
 import struct
@@ -11,15 +12,9 @@ from pathlib import Path
 import torch
 
 from fbnas.cli import main
+from fbnas.search.dnas import Dnas
 
-SMOKE_DNAS = {
-    "seed": 3, "threads": 1,
-    "space": {"name": "fbnet_v1", "input_size": 16, "in_channels": 1, "width_multiplier": 0.25},
-    "data": {"name": "synthetic", "subset": 320, "batch_size": 32},
-    "schedule": {"epochs": 3, "warmup_epochs": 1},
-    "loss": {"cost": "macs", "cost_scale": 10.0},
-    "result": {"samples": 3},
-}
+SMOKE_DNAS = copy.deepcopy(Dnas.smoke_config)  # the strategy's own smoke search
 SMALL_SPEC = Path(__file__).resolve().parents[1] / "configs" / "fmnist_small.yaml"
 # the smallest search that trains weights and theta: 4 weight batches and 1 theta batch per epoch
 FAST_DNAS = {**SMOKE_DNAS, "data": {"name": "synthetic", "subset": 192, "batch_size": 32},

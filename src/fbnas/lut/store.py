@@ -48,6 +48,12 @@ CREATE TABLE IF NOT EXISTS {_ENTRIES};
 CREATE TABLE IF NOT EXISTS {_CORRECTIONS};
 """
 _ROW_COLUMNS = "fingerprint, value_ms, spread_ms, samples, measured_at, block"  # after the key columns
+# one row of ``entries`` written, or replacing the row of the same key, backend, threads, statistic and device
+_UPSERT = ("INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+           "ON CONFLICT(key, backend, threads, statistic, device) DO "
+           "UPDATE SET fingerprint=excluded.fingerprint, value_ms=excluded.value_ms, "
+           "spread_ms=excluded.spread_ms, samples=excluded.samples, measured_at=excluded.measured_at, "
+           "block=excluded.block")
 
 
 INT8_MARK = " [int8]"
@@ -317,19 +323,17 @@ class LutStore:
         device = device_of(fingerprint)
         stamp = now_utc()
 
+        return self._upsert([(r["key"], backend, int(threads), statistic, device, fp, float(r["value_ms"]),
+                              float(r["spread_ms"]), int(r["samples"]), r.get("measured_at", stamp),
+                              json.dumps(r["block"], sort_keys=True)) for r in rows])
+
+    def _upsert(self, values: list[tuple]) -> int:
+        """Write whole ``entries`` rows in one transaction, each replacing the row of its key and device."""
+
         def run() -> int:
             with self.transaction():
-                for r in rows:
-                    self.conn.execute(
-                        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT(key, backend, threads, statistic, device) DO "
-                        "UPDATE SET fingerprint=excluded.fingerprint, value_ms=excluded.value_ms, "
-                        "spread_ms=excluded.spread_ms, samples=excluded.samples, measured_at=excluded.measured_at, "
-                        "block=excluded.block",
-                        (r["key"], backend, int(threads), statistic, device, fp, float(r["value_ms"]),
-                         float(r["spread_ms"]), int(r["samples"]), r.get("measured_at", stamp),
-                         json.dumps(r["block"], sort_keys=True)))
-            return len(rows)
+                self.conn.executemany(_UPSERT, values)
+            return len(values)
 
         return self._guard(run)
 
@@ -341,18 +345,7 @@ class LutStore:
             f"SELECT key, backend, threads, statistic, device, {_ROW_COLUMNS} FROM entries WHERE device=?",
             (device,)).fetchall())
 
-        def run() -> int:
-            with self.transaction():
-                for r in rows:
-                    self.conn.execute(
-                        "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?) "
-                        "ON CONFLICT(key, backend, threads, statistic, device) DO "
-                        "UPDATE SET fingerprint=excluded.fingerprint, value_ms=excluded.value_ms, "
-                        "spread_ms=excluded.spread_ms, samples=excluded.samples, measured_at=excluded.measured_at, "
-                        "block=excluded.block", tuple(r))
-            return len(rows)
-
-        return self._guard(run)
+        return self._upsert([tuple(r) for r in rows])
 
     def count(self) -> int:
         return int(self._guard(lambda: self.conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]))
