@@ -86,5 +86,7 @@ def search_rank(rank: int, world: int, port: int, out: str, names: list[str]) ->
         except FbnasError as e:
             report["control"] = str(e)
         (Path(out) / f"rank{rank}.json").write_text(json.dumps(report))
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    distributed.end_process(0)  # what a finished rank of `fbnas` does (no interpreter exit: see its docstring)

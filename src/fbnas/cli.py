@@ -97,17 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from fbnas import distributed
+
+    one_rank_of_many = distributed.world().size > 1
     try:
-        rc = _call(args)
+        rc = int(_call(args) or 0)
     except KeyboardInterrupt:
         print("fbnas: interrupted", file=sys.stderr)
-        return 130
+        rc = 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        rc = 1
     except Exception as e:  # noqa: BLE001 - the one error path of the command line
-        return report_error(e)
-    return int(rc or 0)
+        rc = report_error(e)
+    if one_rank_of_many:
+        distributed.end_process(rc)
+    return rc
 
 
 def _call(args) -> int:

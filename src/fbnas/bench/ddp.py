@@ -95,10 +95,10 @@ def _steps(rank: int, world: int, port: int, opts: dict, queue: Any) -> dict:
         dist.barrier()
     seconds = time.perf_counter() - t0
     out = {"seconds": seconds, "images_per_s": b * opts["steps"] / seconds}
-    if world > 1:
-        dist.destroy_process_group()
     if queue is not None and rank == 0:
         queue.put(out)
+    if world > 1:
+        distributed.end_process(0)  # a spawned rank: leaves the group and ends here (see its docstring)
     return out
 
 
