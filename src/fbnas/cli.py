@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _call(args) -> int:
     """The command, as one rank of a data-parallel job when torchrun started this process (WORLD_SIZE > 1):
-    it joins the process group first; ranks other than 0 print nothing on stdout (rank 0 reports)."""
+    it joins the process group first; ranks other than 0 print nothing on stdout (rank 0 reports). The rank
+    leaves the group in :func:`main` (``distributed.end_process``), whatever the command's outcome."""
     from fbnas import distributed
 
     if distributed.world().size <= 1:
@@ -126,16 +127,12 @@ def _call(args) -> int:
     saved = sys.stdout
     if not w.is_writer:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed below
-    finished = False
     try:
-        rc = args.func(args)
-        finished = True
-        return rc
+        return args.func(args)
     finally:
         if sys.stdout is not saved:
             sys.stdout.close()
             sys.stdout = saved
-        distributed.shutdown(finished)
 
 
 if __name__ == "__main__":
