@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 
 def add_parser(sub) -> None:
@@ -41,7 +42,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from fbnas.cost.counting import count
     from fbnas.errors import FbnasError
-    from fbnas.export import calibrate_untrained, export_model, load_source
+    from fbnas.export import calibrate_untrained, check_format, export_model, load_source
     from fbnas.io import check_output
     from fbnas.search.strategy import checkpoint_arch
 
@@ -53,8 +54,7 @@ def run(args) -> int:
         raise FbnasError(f"--tolerance must be >= 0, got {args.tolerance}")
     if args.quantize is None and args.calibration is not None:
         raise FbnasError("--calibration applies to --quantize int8 only")
-    if args.quantize and args.format != "onnx":
-        raise FbnasError("--quantize int8 needs --format onnx (onnxruntime static quantization, QDQ format)")
+    check_format(args.format, args.quantize)
     if args.calibration_samples < 1:
         raise FbnasError(f"--calibration-samples must be >= 1, got {args.calibration_samples}")
     if args.int8_tolerance is not None and not args.int8_tolerance >= 0:
@@ -89,7 +89,7 @@ def run(args) -> int:
             from fbnas.export.quantize import accuracy
 
             fp32_acc = accuracy(result.fp32_onnx, *test, threads=args.threads)
-            int8_acc = accuracy(_read(result.path), *test, threads=args.threads)
+            int8_acc = accuracy(Path(str(result.path)).read_bytes(), *test, threads=args.threads)
             print(f"test accuracy on {len(test[1])} {args.calibration} test images (onnxruntime): fp32 "
                   f"{100 * fp32_acc:.2f}%, int8 {100 * int8_acc:.2f}%, drop {100 * (fp32_acc - int8_acc):.2f} points")
         elif not src.trained:
@@ -99,13 +99,6 @@ def run(args) -> int:
     print(f"wrote {result.path} ({args.format}{opset}{dtype}, {result.size_bytes / 1e6:.2f} MB)")
     sys.stdout.flush()
     return 0
-
-
-def _read(path: str | None) -> bytes:
-    from pathlib import Path
-
-    assert path is not None
-    return Path(path).read_bytes()
 
 
 def _calibration(args, src, shape: tuple[int, ...]):

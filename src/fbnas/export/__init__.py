@@ -2,13 +2,14 @@
 
 Public API: :func:`fold_batchnorm`, :func:`fold_conv_bn`, :func:`export_model` (-> :class:`ExportResult`),
 :func:`load_source` (zoo name, spec file or training checkpoint -> :class:`ModelSource`),
-:func:`calibrate_untrained`, :func:`onnx_bytes`, :func:`torchscript_bytes`, :func:`run_onnx`,
+:func:`check_format`, :func:`calibrate_untrained`, :func:`onnx_bytes`, :func:`torchscript_bytes`, :func:`run_onnx`,
 :func:`quantize_onnx` (static int8 PTQ, QDQ format).
 """
 
 from fbnas.export.exporter import (
     FORMATS,
     ExportResult,
+    check_format,
     export_model,
     max_abs_diff,
     onnx_bytes,
@@ -21,7 +22,7 @@ from fbnas.export.quantize import INT8_TOLERANCE, quantize_onnx
 from fbnas.export.source import ModelSource, calibrate_untrained, checkpoint_file, load_source
 
 __all__ = [
-    "FORMATS", "ExportResult", "ModelSource", "calibrate_untrained", "checkpoint_file", "count_batchnorm",
-    "export_model", "fold_batchnorm", "fold_conv_bn", "load_source", "max_abs_diff", "onnx_bytes", "run_onnx",
-    "run_torchscript", "torchscript_bytes", "INT8_TOLERANCE", "quantize_onnx",
+    "FORMATS", "ExportResult", "ModelSource", "calibrate_untrained", "check_format", "checkpoint_file",
+    "count_batchnorm", "export_model", "fold_batchnorm", "fold_conv_bn", "load_source", "max_abs_diff",
+    "onnx_bytes", "run_onnx", "run_torchscript", "torchscript_bytes", "INT8_TOLERANCE", "quantize_onnx",
 ]

@@ -106,6 +106,16 @@ def _check(name: str, diff: float, scale: float, tolerance: float) -> None:
                          f"(max |output| {scale:.3g}); nothing was written")
 
 
+def check_format(fmt: str, quantize: str | None = None) -> None:
+    """One line for a format or quantization that cannot be exported (before any work is done)."""
+    if fmt not in FORMATS:
+        raise FbnasError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if quantize not in (None, "float32", "int8"):
+        raise FbnasError(f"unknown quantization {quantize!r}; valid: int8")
+    if quantize == "int8" and fmt != "onnx":
+        raise FbnasError("--quantize int8 needs --format onnx (onnxruntime static quantization, QDQ format)")
+
+
 def export_model(model: nn.Module, out: str | Path | None, fmt: str, input_shape: tuple[int, ...],
                  opset: int = 17, seed: int = 0, fold: bool = True, tolerance: float = 1e-3,
                  check_batch: int = 2, threads: int = 1, quantize: str | None = None,
@@ -122,12 +132,7 @@ def export_model(model: nn.Module, out: str | Path | None, fmt: str, input_shape
     int8 file is checked against the fp32 one on the ``holdout`` batches (relative error at most
     ``int8_tolerance``); only the int8 file is written.
     """
-    if fmt not in FORMATS:
-        raise FbnasError(f"unknown export format {fmt!r}; valid: {', '.join(FORMATS)}")
-    if quantize not in (None, "float32", "int8"):
-        raise FbnasError(f"unknown quantization {quantize!r}; valid: int8")
-    if quantize == "int8" and fmt != "onnx":
-        raise FbnasError("--quantize int8 needs --format onnx (onnxruntime static quantization, QDQ format)")
+    check_format(fmt, quantize)
     model = model.eval()
     gen = torch.Generator().manual_seed(seed)
     example = torch.randn(*input_shape, generator=gen)

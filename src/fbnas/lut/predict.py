@@ -89,18 +89,22 @@ def reference_samples(space: DimSpace, n: int = REFERENCE_NETWORKS) -> list[dict
     return sample_archs(space, n, 0, STREAMS["lut_reference"])
 
 
+def reference_networks(space: DimSpace, n: int = REFERENCE_NETWORKS) -> list[tuple[dict, ArchSpec]]:
+    """The ``n`` fixed random networks (sample, arch named ``reference<i>``) a build times beside its blocks."""
+    out = []
+    for i, s in enumerate(reference_samples(space, n)):
+        arch = space.build(s).arch
+        assert arch is not None
+        out.append((s, arch.copy(name=f"reference{i}")))
+    return out
+
+
 def reference_entries(space: DimSpace, num_classes: int = 1000, batch: int = 1, channels_last: bool = False,
                       n: int = REFERENCE_NETWORKS, dtype: str = DTYPE) -> list[Entry]:
     """``n`` fixed random networks of ``space`` that a build times interleaved with its blocks, so validation
     can put the machine's speed now next to its speed during the build (``validate``'s ``level_factor``)."""
-    samples = reference_samples(space, n)
-    out = []
-    for i, s in enumerate(samples):
-        arch = space.build(s).arch
-        assert arch is not None
-        out.append(network_entry(f"reference{i}", arch.copy(name=f"reference{i}"), num_classes, batch, channels_last,
-                                 dtype))
-    return out
+    return [network_entry(arch.name, arch, num_classes, batch, channels_last, dtype)
+            for _, arch in reference_networks(space, n)]
 
 
 def _resolve_space(space: DimSpace | str | Path, input_size: int | None, in_channels: int | None) -> DimSpace:
@@ -231,13 +235,10 @@ def fit_build_correction(store: LutStore, space: DimSpace, backend: str, threads
     existing = store.get_correction(backend, threads, mf, statistic, device)
     if existing is not None and (existing.get("source") != "build" or not refit):
         return existing
-    samples = reference_samples(space)
-    refs = reference_entries(space, num_classes, batch, channels_last, dtype=dtype)
-    nets = []
-    for s, ref in zip(samples, refs, strict=True):
-        arch = space.build(s).arch
-        assert arch is not None
-        nets.append((ref, spec_entries(arch, num_classes, batch, channels_last, dtype)))
+    networks = reference_networks(space)
+    samples = [s for s, _ in networks]
+    nets = [(network_entry(arch.name, arch, num_classes, batch, channels_last, dtype),
+             spec_entries(arch, num_classes, batch, channels_last, dtype)) for _, arch in networks]
     rows = store.get([ref.key for ref, _ in nets] + [e.key for _, es in nets for e in es], backend, threads,
                      statistic, device=device)
     if any(ref.key not in rows or any(e.key not in rows for e in es) for ref, es in nets) or len(nets) < 3:

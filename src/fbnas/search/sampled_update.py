@@ -21,8 +21,8 @@ ranks draw the same architectures):
   eq. 6, ``grad_alpha L = -sum_k (w_k - beta c_k) grad_alpha log P(A_k | alpha)`` with
   ``c_k = C(A_k) / sum_j C(A_j)`` (eq. 7: ``grad log C(alpha) = E[C(A) grad log P(A)] / E[C(A)]``), applied by
   Adam. When every sample is within the target (the band with ``target_floor``), ``C(alpha) = 0``: ``log C`` is
-  not finite and has no gradient,
-  and the cost term vanishes (``c_k = 0``), leaving the likelihood alone to move alpha.
+  not finite and has no gradient, and the cost term vanishes (``c_k = 0``), leaving the likelihood alone to move
+  alpha.
 * **FD -> JD** (section 3.3) at the first step of epoch ``switch_epoch``: the joint logits start at the product of
   the factorized marginals (:meth:`ArchDistribution.switch_to_joint`) and Adam starts anew on them.
 """
