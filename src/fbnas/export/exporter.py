@@ -77,12 +77,9 @@ def torchscript_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
 
 
 def run_onnx(data: bytes, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
-    import onnxruntime as ort
+    from fbnas.export.quantize import session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    sess = session(data, threads)
     return torch.from_numpy(np.asarray(sess.run(None, {INPUT_NAME: x.numpy()})[0]))
 
 

@@ -127,6 +127,7 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def session(data: bytes, threads: int = 1):
+    """An onnxruntime CPU session of ``threads`` intra-op threads (what every check and accuracy run uses)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
