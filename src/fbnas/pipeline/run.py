@@ -52,7 +52,7 @@ def measure_latencies(specs: dict[str, Any], lut, num_classes: int, rounds: int)
     from fbnas.lut.measure import Runner
     from fbnas.nn.model import FBNetModel
 
-    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic, getattr(lut, "dtype", "float32"))
+    runner = Runner(lut.backend, lut.threads, lut.channels_last, lut.statistic, lut.dtype)
     items = {name: (FBNetModel(spec, num_classes).eval(), [1, spec.in_channels, spec.input_size, spec.input_size])
              for name, spec in specs.items()}
     stats = runner.measure(items, rounds=rounds)
