@@ -231,7 +231,8 @@ def smoke_run(tmp_path_factory):
 def test_trials_are_persisted_with_sample_recipe_and_metrics(smoke_run):
     out, cfg, result = smoke_run
     trials = sorted((out / "trials").iterdir())
-    assert len(trials) == 4 + 3 == result["coarse"]["trials"]
+    assert len(trials) == 4 + 3 + 2  # calibration, coarse, verified
+    assert result["coarse"]["trials"] == 4 + 3
     for d in trials:
         res = json.loads((d / "result.json").read_text())
         rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
@@ -244,6 +245,41 @@ def test_trials_are_persisted_with_sample_recipe_and_metrics(smoke_run):
     state = torch.load(out / "predictor.pt", weights_only=True)
     assert state["schema"] == "fbnas.jointnas.predictor/1"
     assert all(e["constraints"]["macs"]["value"] <= 0.5 for e in result["samples"])
+
+
+def test_verification_trains_new_proposals_and_picks_the_best_measured(smoke_run):
+    out, cfg, result = smoke_run
+    early = result["coarse"]["early_stop_epoch"]
+    trials = {d.name: json.loads((d / "result.json").read_text()) for d in (out / "trials").iterdir()}
+    verified = {t: r for t, r in trials.items() if r["role"] == "verify"}
+    coarse = [r["sample"] for r in trials.values() if r["role"] != "verify"]
+    assert sorted(verified) == ["v0001", "v0002"] == result["verify"]["trials"]
+    assert all(r["sample"] not in coarse and r["epochs_trained"] == early for r in verified.values())
+    archs = [json.dumps({k: v for k, v in r["sample"].items() if k.startswith("arch.")}, sort_keys=True)
+             for r in verified.values()]
+    assert len(set(archs)) == len(archs)  # one proposal per architecture
+    # oracle: the best measured trial read back from disk (its accuracy at the early-stopping epoch)
+    acc = {t: r["curve"][early - 1] for t, r in trials.items()}
+    best = max(acc, key=lambda t: (acc[t], [-ord(c) for c in t]))
+    assert result["selected_by"] == "measured" and result["trial"] == best
+    assert result["sample"] == trials[best]["sample"] and result["measured_acc"] == acc[best]
+    got = [e["measured_acc"] for e in result["samples"]]
+    assert got == sorted(acc.values(), reverse=True)[:len(got)]
+
+
+def test_proposals_skip_trained_pairs_and_repeated_architectures():
+    from fbnas.search.jointnas.evolution import GAResult, Scored
+    from fbnas.search.jointnas.fine import FineResult
+    from fbnas.search.jointnas.verify import proposals
+
+    space = strategies()["jointnas"].space(_cfg())
+    a, b, c = (space.sample(0, step) for step in (1, 2, 3))
+    a_other_recipe = {**a, **{k: v for k, v in b.items() if k.startswith("recipe.")}}
+    archive = [Scored(x, 1.0 - i / 10, 1.0 - i / 10, 0) for i, x in enumerate([a, a_other_recipe, b, c])]
+    fine = FineResult(GAResult(archive[:2], archive), [], [], 0, 0.0)
+    assert proposals(fine, [], 3, space) == [archive[0], archive[2], archive[3]]  # a's second recipe skipped
+    assert proposals(fine, [b], 2, space) == [archive[0], archive[3]]  # b is already trained
+    assert proposals(fine, [a, b, c], 2, space) == [archive[1]]  # a's other recipe is a new pair
 
 
 def test_reuse_reruns_only_the_fine_stage_under_new_constraints(smoke_run, tmp_path):

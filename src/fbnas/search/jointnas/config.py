@@ -127,6 +127,13 @@ class EvolutionSection(StrictModel):
     tol: Annotated[float, Field(ge=0.0)] = 1e-5  # an improvement smaller than this is a stall
 
 
+class VerifySection(StrictModel):
+    """The fine stage's best proposals trained on the proxy before the answer is chosen (:mod:`.verify`)."""
+
+    candidates: Annotated[int, Field(ge=0)] = 8  # proposals trained, one per architecture; the result is the best
+    # measured trained pair (0: the GA's top-K by prediction, untrained)
+
+
 class StepTimeSection(StrictModel):
     """The measured step-time table of the space's blocks (objective train_aware)."""
 
@@ -157,6 +164,7 @@ class JointNasSection(StrictModel):
     predictor: PredictorSection = PredictorSection()
     coarse: CoarseSection = CoarseSection()
     evolution: EvolutionSection = EvolutionSection()
+    verify: VerifySection = VerifySection()
     step_time: StepTimeSection = StepTimeSection()
     executor: ExecutorSection = ExecutorSection()
     retrain: RetrainSection = RetrainSection()

@@ -46,7 +46,8 @@ def predicted_vs_measured(path: Path, ahead: Sequence[dict[str, Any]], fitted: t
         pts_m += b["measured"]
         pts_p += b["predicted"]
         ax.scatter([100 * m for m in b["measured"]], [100 * p for p in b["predicted"]], s=22,
-                   label=f"iteration {b['iteration']} (held out): rho {b['spearman']:.2f}")
+                   label=f"iteration {b['iteration']} (held out)"
+                   + ("" if b.get("spearman") is None else f": rho {b['spearman']:.2f}"))
     allv = [100 * v for v in pts_m + pts_p + (list(fitted[0]) + list(fitted[1]) if fitted else [])]
     if allv:
         lo, hi = min(allv), max(allv)
@@ -108,9 +109,11 @@ def accuracy_vs_cost(path: Path, trials: Sequence[dict[str, Any]], archive: Sequ
         if front:
             ax.plot([c for c, _ in front], [100 * a for _, a in front], "r.-", lw=0.8, ms=3,
                     label="GA front (predicted)")
+        measured = all(t.get("measured_acc") is not None for t in top)
+        acc_key = "measured_acc" if measured else "predicted_acc"
         ax.scatter([t[kind] for t in top if t.get(kind) is not None],
-                   [100 * t["predicted_acc"] for t in top if t.get(kind) is not None], marker="*", s=80, c="k",
-                   label="top-K (predicted)", zorder=3)
+                   [100 * t[acc_key] for t in top if t.get(kind) is not None], marker="*", s=80, c="k",
+                   label=f"top-K ({'measured' if measured else 'predicted'})", zorder=3)
         if kind in caps:
             ax.axvline(caps[kind], color="0.4", ls="--", lw=0.8, label=f"cap {caps[kind]:g}")
         ax.set_xlabel(labels[kind])

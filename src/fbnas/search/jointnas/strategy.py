@@ -29,6 +29,7 @@ from fbnas.search.jointnas.fine import FineResult, run_fine
 from fbnas.search.jointnas.predictor import AccuracyPredictor, pretrain, rank_metrics
 from fbnas.search.jointnas.spaces import Constraints, joint_space
 from fbnas.search.jointnas.trials import ProxyData, proxy_split, read_finished
+from fbnas.search.jointnas.verify import VerifyResult, run_verify
 from fbnas.search.strategy import register_strategy
 from fbnas.space import JointSpace
 
@@ -59,6 +60,7 @@ class JointNas:
                           "freeze_epochs": 4, "finetune_epochs": 4, "ensemble": 2},
             "coarse": {"pool": 48, "batch": 3, "iterations": 2},
             "evolution": {"population": 6, "children": 8, "generations": 6, "stall": 3, "top_k": 3},
+            "verify": {"candidates": 2},
             "executor": {"kind": "sequential", "threads": 1},
         },
     }
@@ -117,24 +119,32 @@ class JointNas:
         def checkpoint(state: dict[str, Any]) -> None:
             folder.save_checkpoint({"stage": "coarse", **state})
 
+        verified = None
         try:
             coarse = run_coarse(ctx, pre, checkpoint)
+            coarse.predictor.save(folder.file(PREDICTOR), {"early_stop_epoch": coarse.early_stop,
+                                                           "trials": sorted(coarse.trials)})
+            ranked = [coarse.trials[t]["sample"] for t in coarse.ranked()]
+            fine = run_fine(space, cfg, coarse.predictor, constraints, ranked, base, num_classes, folder.path, log)
+            if jn.verify.candidates:
+                folder.save_checkpoint({"stage": "verify", "iteration": len(coarse.iterations) - 1,
+                                        "early_stop_epoch": coarse.early_stop})
+                verified = run_verify(ctx, coarse, fine, coarse.predictor, jn.verify.candidates,
+                                      jn.evolution.top_k)
         finally:
             executor.close()
-        coarse.predictor.save(folder.file(PREDICTOR), {"early_stop_epoch": coarse.early_stop,
-                                                       "trials": sorted(coarse.trials)})
-        ranked = [coarse.trials[t]["sample"] for t in coarse.ranked()]
-        fine = run_fine(space, cfg, coarse.predictor, constraints, ranked, base, num_classes, folder.path, log)
         folder.save_checkpoint({"stage": "done", "iteration": len(coarse.iterations) - 1,
                                 "early_stop_epoch": coarse.early_stop, "predictor": coarse.predictor.state()})
         coarse_block = self._coarse_block(coarse)
-        result = self._result(cfg, space, fine, coarse_block, constraints, num_classes, None)
-        self._plots(folder, coarse, fine, constraints, jn.calibration.threshold)
+        result = self._result(cfg, space, fine, coarse_block, constraints, num_classes, None, verified)
+        self._plots(folder, coarse, fine, constraints, jn.calibration.threshold, verified)
         result["timing"] = {"pretrain_s": pretrain_s, "calibration_s": coarse.seconds.get("calibration"),
                             "coarse_s": coarse.seconds.get("coarse"), "fine_s": fine.seconds,
+                            "verify_s": None if verified is None else verified.seconds,
                             "total_s": time.perf_counter() - t0}
+        verify_s = "" if verified is None else f", verification {verified.seconds:.0f} s"
         log(f"timing: pretraining {pretrain_s:.0f} s, coarse stage {coarse.seconds.get('coarse', 0):.0f} s "
-            f"(calibration {coarse.seconds.get('calibration', 0):.0f} s), fine stage {fine.seconds:.1f} s")
+            f"(calibration {coarse.seconds.get('calibration', 0):.0f} s), fine stage {fine.seconds:.1f} s{verify_s}")
         return result
 
     # ---- pieces ------------------------------------------------------------------------------------
@@ -163,29 +173,39 @@ class JointNas:
                 "by_trial": trials}
 
     def _result(self, cfg: JointNasConfig, space: JointSpace, fine: FineResult, coarse_block: dict[str, Any],
-                constraints: Constraints, num_classes: int, reused: str | None) -> dict[str, Any]:
-        top = fine.top
+                constraints: Constraints, num_classes: int, reused: str | None,
+                verified: VerifyResult | None = None) -> dict[str, Any]:
+        top = fine.top if verified is None else verified.top
         ga = fine.ga
+        fine_block = {"seeds": fine.seeds, "generations": len(ga.history), "stopped": ga.stopped,
+                      "scored": len(ga.archive), "history": ga.history}
+        if verified is not None:
+            fine_block["top"] = fine.top  # the GA's top-K by prediction (before verification)
         return {
             "strategy": "jointnas", **top[0], "samples": top, "objective": cfg.jointnas.evolution.objective,
+            "selected_by": "predicted" if verified is None else "measured",
             "caps": constraints.caps, "num_classes": num_classes,
             "space": {"arch": space.parts["arch"].name, "recipe": list(cfg.jointnas.space.recipe)},
-            "reused_predictor": reused, "coarse": coarse_block,
-            "fine": {"seeds": fine.seeds, "generations": len(ga.history), "stopped": ga.stopped,
-                     "scored": len(ga.archive), "history": ga.history},
+            "reused_predictor": reused, "coarse": coarse_block, "fine": fine_block,
+            "verify": None if verified is None else verified.check,
             "predictor": {"path": PREDICTOR},
         }
 
-    def _plots(self, folder: RunFolder, coarse, fine: FineResult, constraints: Constraints, threshold: float) -> None:
-        jn_trials = [{"acc": measured_acc(t, coarse.early_stop), **t["costs"]} for t in coarse.trials.values()]
+    def _plots(self, folder: RunFolder, coarse, fine: FineResult, constraints: Constraints, threshold: float,
+               verified: VerifyResult | None = None) -> None:
+        trials = {**coarse.trials, **({} if verified is None else verified.trials)}
+        jn_trials = [{"acc": measured_acc(t, coarse.early_stop), **t["costs"]} for t in trials.values()]
         ids = sorted(coarse.trials)
         fitted = (coarse.predictor.predict([coarse.trials[t]["sample"] for t in ids]).tolist(),
                   [measured_acc(coarse.trials[t], coarse.early_stop) for t in ids])
-        plots.predicted_vs_measured(folder.plot(plots.PREDICTED_VS_MEASURED), coarse.ahead, fitted)
+        ahead = list(coarse.ahead)
+        if verified is not None and verified.check["trials"]:
+            ahead.append({**verified.check, "iteration": "verification"})
+        plots.predicted_vs_measured(folder.plot(plots.PREDICTED_VS_MEASURED), ahead, fitted)
         calib = [t["curve"] for t in coarse.trials.values() if t["role"] == "calibration"]
         plots.early_stop(folder.plot(plots.EARLY_STOP), coarse.correlation, coarse.early_stop, threshold, calib)
-        top = [{"predicted_acc": t["predicted_acc"], "macs": t["macs"] / 1e6, "latency_ms": t["latency_ms"]}
-               for t in fine.top]
+        top = [{"predicted_acc": t["predicted_acc"], "measured_acc": t.get("measured_acc"), "macs": t["macs"] / 1e6,
+                "latency_ms": t["latency_ms"]} for t in (fine.top if verified is None else verified.top)]
         plots.accuracy_vs_cost(folder.plot(plots.ACCURACY_VS_COST), jn_trials, fine.archive, top, constraints.caps)
 
     def _reuse(self, cfg: JointNasConfig, space: JointSpace, folder: RunFolder, log: Callable[[str], Any],
@@ -246,17 +266,27 @@ def describe_sample(result: dict[str, Any]) -> list[str]:
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = ["found (architecture, recipe), top-1 of the fine stage:", *describe_sample(result)]
+    measured = result.get("selected_by") == "measured"
+    head = ("found (architecture, recipe), the best measured trained pair:" if measured
+            else "found (architecture, recipe), top-1 of the fine stage:")
+    lines = [head, *describe_sample(result)]
     lat = result.get("latency_ms")
     lat_s = f"   latency {lat:.3f} ms (LUT)" if lat is not None else ""
-    lines.append(f"predicted proxy accuracy {100 * result['predicted_acc']:.2f}%   MACs {result['macs'] / 1e6:.3f} M   "
-                 f"params {result['params'] / 1e6:.3f} M{lat_s}")
+    acc_s = (f"measured proxy accuracy {100 * result['measured_acc']:.2f}% ({result['trial']}, {result['role']}), "
+             f"predicted {100 * result['predicted_acc']:.2f}%" if measured
+             else f"predicted proxy accuracy {100 * result['predicted_acc']:.2f}%")
+    lines.append(f"{acc_s}   MACs {result['macs'] / 1e6:.3f} M   params {result['params'] / 1e6:.3f} M{lat_s}")
     for name, c in (result.get("constraints") or {}).items():
         lines.append(f"cap {name}: {c['value']:.4g} <= {c['limit']:g} {c['unit']}")
-    lines.append("top-K (predicted proxy accuracy, MMACs):")
+    lines.append("top-K (" + ("measured" if measured else "predicted") + " proxy accuracy, MMACs):")
     for e in result.get("samples", []):
-        lines.append(f"  #{e['rank']}: {100 * e['predicted_acc']:.2f}%  {e['macs'] / 1e6:.2f} MMACs  "
-                     f"{e['params'] / 1e6:.3f} M params")
+        acc = e["measured_acc"] if measured else e["predicted_acc"]
+        lines.append(f"  #{e['rank']}: {100 * acc:.2f}%  {e['macs'] / 1e6:.2f} MMACs  {e['params'] / 1e6:.3f} M params"
+                     + (f"  ({e['trial']}, {e['role']})" if measured else ""))
+    ver = result.get("verify")
+    if ver and ver.get("trials"):
+        rho = "" if ver.get("spearman") is None else f", predicted vs measured Spearman {ver['spearman']:.2f}"
+        lines.append(f"verification: {len(ver['trials'])} GA proposals trained{rho}")
     co = result.get("coarse", {})
     if co:
         best = co.get("best_trial", {})

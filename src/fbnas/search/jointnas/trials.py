@@ -19,7 +19,7 @@ from typing import Any
 from fbnas.errors import FbnasError
 from fbnas.runs import RunFolder
 
-ROLES = ("calibration", "coarse", "random")
+ROLES = ("calibration", "coarse", "verify", "random")
 
 
 @dataclass(frozen=True)
