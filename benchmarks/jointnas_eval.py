@@ -106,12 +106,15 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
     ids = sorted(rnd)
     acc = _accs(rnd, early)
     pc = cfg.jointnas.predictor
+    trained = search_trials(folder)
     out: dict[str, Any] = {"search": args.search, "random": args.random, "early_stop_epoch": early,
-                           "search_trials": len(search_trials(folder)), "random_trials": len(ids)}
+                           "search_trials": len(trained), "random_trials": len(ids),
+                           # predictor.pt is fitted after the coarse stage: on every trial but the verified ones
+                           "predictor_fit_trials": sum(1 for t in trained.values() if t["role"] != "verify")}
     predictor = AccuracyPredictor.load(folder.file("predictor.pt"), space, pc)
     pred = predictor.predict([rnd[t]["sample"] for t in ids])
     out["search_predictor_on_random"] = rank_metrics(pred.tolist(), [acc[t] for t in ids])
-    print(f"search's predictor ({out['search_trials']} trials) on {len(ids)} held-out random trials: "
+    print(f"search's predictor ({out['predictor_fit_trials']} trials) on {len(ids)} held-out random trials: "
           f"{out['search_predictor_on_random']}", flush=True)
     num_classes = int(result["num_classes"])
 
