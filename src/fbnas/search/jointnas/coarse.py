@@ -68,13 +68,18 @@ class CoarseResult:
 
     def ranked(self) -> list[str]:
         """Trial ids by measured accuracy, best first (ties: id)."""
-        return sorted(self.trials, key=lambda t: (-self.acc(t), t))
+        return ranked_by_measured(self.trials, self.early_stop)
 
 
 def measured_acc(trial: dict[str, Any], early_stop: int) -> float:
     """A trial's proxy accuracy: its validation accuracy after the early-stopping epoch."""
     curve = trial["curve"]
     return float(curve[min(early_stop, len(curve)) - 1])
+
+
+def ranked_by_measured(trials: dict[str, dict[str, Any]], early_stop: int) -> list[str]:
+    """Trial ids by measured proxy accuracy, best first (ties: id)."""
+    return sorted(trials, key=lambda t: (-measured_acc(trials[t], early_stop), t))
 
 
 def trial_recipe(ctx: Context, sample: Sample) -> dict[str, Any]:

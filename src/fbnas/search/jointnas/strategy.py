@@ -23,7 +23,7 @@ from typing import Any
 from fbnas.errors import FbnasError
 from fbnas.runs import RunFolder
 from fbnas.search.jointnas import plots
-from fbnas.search.jointnas.coarse import Context, arch_costs, measured_acc, run_coarse
+from fbnas.search.jointnas.coarse import Context, arch_costs, measured_acc, ranked_by_measured, run_coarse
 from fbnas.search.jointnas.config import JointNasConfig
 from fbnas.search.jointnas.fine import FineResult, run_fine
 from fbnas.search.jointnas.predictor import AccuracyPredictor, pretrain, rank_metrics
@@ -230,8 +230,7 @@ class JointNas:
         constraints = Constraints(space, cfg.constraints.active(), num_classes, lut)
         folder.save_checkpoint({"stage": "fine", "reused_predictor": str(src.path)})
         folder.write_metrics([])
-        ranked_ids = sorted(trials, key=lambda t: (-measured_acc(trials[t], early), t))
-        ranked = [trials[t]["sample"] for t in ranked_ids]
+        ranked = [trials[t]["sample"] for t in ranked_by_measured(trials, early)]
         base = dict(cfg.jointnas.proxy.recipe)
         fine = run_fine(space, cfg, predictor, constraints, ranked, base, num_classes, folder.path, log)
         coarse_block = {k: v for k, v in prev["coarse"].items() if k != "by_trial"}

@@ -17,12 +17,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fbnas.search.jointnas.coarse import CoarseResult, Context, make_task, measured_acc, train_tasks
+from fbnas.search.jointnas.coarse import (
+    CoarseResult,
+    Context,
+    make_task,
+    measured_acc,
+    ranked_by_measured,
+    train_tasks,
+)
 from fbnas.search.jointnas.evolution import Scored
 from fbnas.search.jointnas.fine import FineResult, entry
 from fbnas.search.jointnas.predictor import AccuracyPredictor, rank_metrics
 from fbnas.search.jointnas.spaces import ARCH, sample_key
-from fbnas.space import Sample
+from fbnas.space import JointSpace, Sample
 
 
 def verify_id(rank: int) -> str:
@@ -37,7 +44,7 @@ class VerifyResult:
     seconds: float
 
 
-def proposals(fine: FineResult, trained: list[Sample], n: int, space: Any) -> list[Scored]:
+def proposals(fine: FineResult, trained: list[Sample], n: int, space: JointSpace) -> list[Scored]:
     """The GA's ``n`` best pairs, at most one per architecture, none already trained (best first)."""
     seen = {sample_key(s) for s in trained}
     archs: set[str] = set()
@@ -68,8 +75,8 @@ def run_verify(ctx: Context, coarse: CoarseResult, fine: FineResult, predictor: 
     corr = {k: (None if v != v else v) for k, v in rank_metrics(predicted, measured).items()}  # NaN: < 3 pairs
     check = {"trials": [t.trial_id for t in tasks], "predicted": predicted, "measured": measured, **corr}
     pool = {**coarse.trials, **trials}
-    feasible = [t for t in pool if ctx.constraints.ok(pool[t]["sample"])]
-    ranked = sorted(feasible, key=lambda t: (-measured_acc(pool[t], early), t))[:top_k]
+    feasible = {t: r for t, r in pool.items() if ctx.constraints.ok(r["sample"])}
+    ranked = ranked_by_measured(feasible, early)[:top_k]
     members = predictor.predict_members([pool[t]["sample"] for t in ranked])
     top = []
     for rank, (tid, mean, std) in enumerate(zip(ranked, members.mean(0), members.std(0), strict=True), start=1):
