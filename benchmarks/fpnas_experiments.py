@@ -60,10 +60,12 @@ def fbnas(*args: str) -> list[str]:
     return [sys.executable, "-m", "fbnas.cli", *args]
 
 
-def search_job(key: str, runs: Path, strategy: str, config: str, sets: list[str]) -> tuple[str, list[str], Path]:
+def search_job(key: str, runs: Path, strategy: str, config: str, sets: list[str],
+               preset: str | None = "quick") -> tuple[str, list[str], Path]:
+    """One search subprocess; ``preset`` None runs the config's full schedule."""
     out = runs / key
-    argv = fbnas("search", strategy, "--config", config, "--preset", "quick", "--out", str(out), "--overwrite",
-                 "--set", "threads=1", *[x for s in sets for x in ("--set", s)])
+    argv = fbnas("search", strategy, "--config", config, *(["--preset", preset] if preset else []),
+                 "--out", str(out), "--overwrite", "--set", "threads=1", *[x for s in sets for x in ("--set", s)])
     return key, argv, runs / "logs" / f"{key}.log"
 
 
@@ -217,10 +219,12 @@ def exp_c2f(args) -> dict:
 def exp_vs_dmasking(args) -> dict:
     runs = Path(args.runs)
     target = args.target
+    preset = None if args.preset == "none" else args.preset
     jobs = [search_job("vs_fpnas", runs, "fpnas", FPNAS_CONFIG,
-                       [f"space.name={VS_SPACE}", f"fpnas.target={target}", *args.set]),  # --set: FP-NAS's search
+                       [f"space.name={VS_SPACE}", f"fpnas.target={target}", *args.set], preset),  # --set: FP-NAS's
             search_job("vs_dmasking", runs, "dmasking", DMASKING_CONFIG,
-                       ["space.resolutions=[28]", "loss.cost=macs", "loss.form=target", f"loss.target={target}"])]
+                       ["space.resolutions=[28]", "loss.cost=macs", "loss.form=target", f"loss.target={target}",
+                        *args.dmasking_set], preset)]
     t = timings(runs, run_jobs(todo(jobs, runs), args.jobs))
     trains = [train_job(f"{k}_train_s{s}", runs, runs / k / "result.json", s, args)
               for k in ("vs_fpnas", "vs_dmasking") for s in args.seeds]
@@ -232,6 +236,8 @@ def exp_vs_dmasking(args) -> dict:
     f, d = out["fpnas"], out["dmasking"]
     out["target_mmacs"] = target
     out["fpnas_overrides"] = args.set
+    out["dmasking_overrides"] = args.dmasking_set
+    out["preset"] = args.preset
     out["accuracy_gap_points"] = round(f["retrained"]["mean"] - d["retrained"]["mean"], 3)
     if "wall_s" in f and "wall_s" in d:
         out["search_wall_ratio_fpnas_over_dmasking"] = round(f["wall_s"] / d["wall_s"], 3)
@@ -259,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra search overrides")
+    p.add_argument("--dmasking-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra overrides of DMaskingNAS's search (vs-dmasking)")
+    p.add_argument("--preset", default="quick", help="the searches' preset (vs-dmasking); none: the full configs")
     args = p.parse_args(argv)
     report = {"experiment": args.experiment, "date": time.strftime("%Y-%m-%d"), **EXPERIMENTS[args.experiment](args)}
     text = json.dumps(report, indent=2)

@@ -12,11 +12,14 @@
                size and warm-up of the search, the searched fields at their defaults), and the random search's
                proxy-best (among the first M random trials, M = the search's number of trials) with its
                recipe; test accuracy
+    retest     the proxy's test-retest reliability: the first N random trials trained again with another
+               training seed; Spearman between the two measurements (the ceiling of any predictor's)
 
     python benchmarks/jointnas_eval.py random --search runs/jn --n 60 --out runs/jn_random
     python benchmarks/jointnas_eval.py predictor --search runs/jn --random runs/jn_random --json out.json
     python benchmarks/jointnas_eval.py retrain --search runs/jn --random runs/jn_random --epochs 4 \\
         --limit-train 20000 --seeds 0,1 --jobs 2 --out runs/jn_retrain --json out.json
+    python benchmarks/jointnas_eval.py retest --search runs/jn --random runs/jn_random --n 30 --out runs/jn_retest
 
 Every step is resumable: trials and retrainings already finished are read back, not redone.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -88,6 +92,58 @@ def cmd_random(args: argparse.Namespace) -> None:
     finally:
         executor.close()
     print(f"{len(tasks)} random trials in {time.perf_counter() - t0:.0f} s -> {out.path / 'trials'}")
+
+
+def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
+    """The proxy's test-retest reliability: the first N random trials trained again with another training seed
+    (same sample, recipe, data split and validation images). Spearman between the two measurements bounds what
+    any predictor can reach against one of them (about sqrt of it, when the noise is independent)."""
+    import dataclasses
+
+    from fbnas.runs import RunFolder
+    from fbnas.search.executors import make_executor
+    from fbnas.search.jointnas.coarse import Context, make_task, train_tasks
+    from fbnas.search.jointnas.predictor import rank_metrics
+    from fbnas.search.jointnas.spaces import Constraints
+    from fbnas.search.jointnas.trials import ProxyData, proxy_tensors
+
+    folder, cfg, space, result = load_search(args.search)
+    jn = cfg.jointnas
+    early = int(result["coarse"]["early_stop_epoch"])
+    rnd = search_trials(RunFolder(args.random, "search"))
+    ids = sorted(rnd)[: args.n]
+    data = ProxyData(cfg.data.name, cfg.data.dir, jn.proxy.train_images, jn.proxy.val_images, cfg.seed,
+                     cfg.data.channels_last, jn.proxy.bn_images)
+    tensors, _, _ = proxy_tensors(data, 28)
+    out = RunFolder(args.out, "search")
+    out.path.mkdir(parents=True, exist_ok=True)
+    ex = jn.executor
+    executor = make_executor(ex.kind, args.workers or ex.workers, ex.threads)
+    cons = Constraints(space, cfg.constraints.active(), int(result["num_classes"]))
+    ctx = Context(space, cfg, out, cons, data, int(tensors.num_classes), dict(jn.proxy.recipe), executor,
+                  lambda m: print(m, flush=True))
+    tasks = []
+    for t in ids:
+        task = make_task(ctx, t, "retest", rnd[t]["sample"], early)
+        if task.recipe != rnd[t]["recipe"]:
+            raise SystemExit(f"{args.random}/trials/{t}: made with another recipe than this search's config")
+        tasks.append(dataclasses.replace(task, recipe={**task.recipe, "seed": args.seed}))
+    try:
+        again = train_tasks(ctx, tasks, "retest")
+    finally:
+        executor.close()
+    first = _accs({t: rnd[t] for t in ids}, early)
+    second = _accs(again, early)
+    both = rank_metrics([first[t] for t in ids], [second[t] for t in ids])
+    diffs = [100 * (second[t] - first[t]) for t in ids]
+    out_json = {"search": args.search, "random": args.random, "n": len(ids), "seed": args.seed,
+                "early_stop_epoch": early, "test_retest": both,
+                "spearman_ceiling_sqrt": math.sqrt(max(0.0, both["spearman"])),
+                "abs_diff_points": {"mean": statistics.fmean(abs(d) for d in diffs), "max": max(abs(d) for d in diffs)},
+                "pairs": {t: [first[t], second[t]] for t in ids}}
+    print(f"test-retest on {len(ids)} random trials: {both}; mean |diff| "
+          f"{out_json['abs_diff_points']['mean']:.2f} points", flush=True)
+    return out_json
 
 
 def _accs(trials: dict[str, dict], early: int) -> dict[str, float]:
@@ -282,11 +338,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the top-1 with the proxy's base recipe (searched fields at the Recipe defaults)")
     t.add_argument("--out", required=True)
     t.add_argument("--json", default=None)
+    e = sub.add_parser("retest")
+    e.add_argument("--search", required=True)
+    e.add_argument("--random", required=True)
+    e.add_argument("--n", type=int, default=30)
+    e.add_argument("--seed", type=int, default=1, help="the second measurement's training seed")
+    e.add_argument("--workers", type=int, default=None, help="default: the config's executor.workers")
+    e.add_argument("--out", required=True)
+    e.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.cmd == "random":
         cmd_random(args)
         return 0
-    out = cmd_predictor(args) if args.cmd == "predictor" else cmd_retrain(args)
+    out = {"predictor": cmd_predictor, "retrain": cmd_retrain, "retest": cmd_retest}[args.cmd](args)
     if args.json:
         from fbnas.io import atomic_write_json
 

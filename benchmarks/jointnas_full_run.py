@@ -1,5 +1,7 @@
 """The full JointNAS run: the search of ``configs/jointnas_fashion_mnist.yaml`` and the retraining of its winner
-with its searched recipe on all 60k training images (``jointnas.retrain``), with the wall time of every stage.
+with its searched recipe on all 60k training images (``jointnas.retrain``: epochs, and Recipe fields such as
+augmentation over the searched ones, read from ``--config`` / ``--preset`` / ``--set``), with the wall time of
+every stage.
 
     .venv/bin/python benchmarks/jointnas_full_run.py --out runs/jn_full [--preset quick] [--threads 2]
 
@@ -42,17 +44,25 @@ def main(argv: list[str] | None = None) -> int:
         times_file.write_text(json.dumps(times, indent=2))
     result = json.loads((search / "result.json").read_text())
     cfg = json.loads((search / "config.json").read_text())
-    retrain = cfg["jointnas"]["retrain"]
-    epochs = args.epochs or retrain["epochs"]
+    # the retraining is this script's, not the search's: its section comes from the config given here
+    from fbnas.config import load_config
+    from fbnas.search.jointnas.config import JointNasConfig
+
+    retrain = load_config(args.config, JointNasConfig, args.preset, args.set).jointnas.retrain
+    epochs = args.epochs or retrain.epochs
+    recipe = {**result["recipe"], **retrain.recipe}  # the searched recipe + augmentation
+    recipe_file = out / "retrain_recipe.json"
     run = out / "winner"
     if not (run / "result.json").exists():
         if (run / "checkpoint.pt").exists():
             cmd = [sys.executable, "-m", "fbnas.cli", "train", "--resume", str(run), "--epochs", str(epochs)]
         else:
+            recipe_file.write_text(json.dumps(recipe, indent=2))
             cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(search / "result.json"), "--data",
-                   cfg["data"]["name"], "--epochs", str(epochs), "--threads", str(args.threads), "--out", str(run)]
-            if retrain.get("limit_train"):
-                cmd += ["--limit-train", str(retrain["limit_train"])]
+                   cfg["data"]["name"], "--recipe", str(recipe_file), "--epochs", str(epochs), "--threads",
+                   str(args.threads), "--out", str(run)]
+            if retrain.limit_train:
+                cmd += ["--limit-train", str(retrain.limit_train)]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
         times["retrain_s"] = times.get("retrain_s", 0.0) + time.perf_counter() - t0
@@ -61,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     curve = [json.loads(line)["test_acc"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     summary = {"config": args.config, "preset": args.preset, "stages_s": {**result.get("timing", {}), **times},
                "total_s": sum(times.values()), "macs": result["macs"], "params": result["params"],
-               "predicted_proxy_acc": result["predicted_acc"], "recipe": result["recipe"], "sample": result["sample"],
+               "predicted_proxy_acc": result["predicted_acc"], "recipe": result["recipe"],
+               "retrain_recipe": recipe, "sample": result["sample"],
                "retrain_epochs": epochs, "test_acc": trained["test_acc"], "test_acc_by_epoch": curve}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps({k: summary[k] for k in ("total_s", "macs", "params", "test_acc")}, indent=2))

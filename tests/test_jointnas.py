@@ -353,6 +353,9 @@ def test_shipped_config_and_quick_preset_parse():
     assert space.dim("recipe.lr").high == 0.8 and space.parts["arch"].name == "fbnetv3_fmnist"
     assert full.jointnas.predictor.freeze_epochs == full.jointnas.predictor.finetune_epochs == 50
     assert full.jointnas.calibration.threshold == 0.92
+    # augmentation only in the long retraining: the quick preset's 4-epoch one goes without
+    assert full.jointnas.retrain.recipe == {"crop_padding": 2, "hflip": True}
+    assert quick.jointnas.retrain.recipe == {"crop_padding": 0, "hflip": False}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -363,6 +366,12 @@ def test_shipped_config_and_quick_preset_parse():
     ({"jointnas": {"calibration": {"epoch": 9}}}, "jointnas.calibration.epoch: must be <= proxy.epochs (4)"),
     ({"jointnas": {"executor": {"kind": "slurm"}}}, "cfg.yaml: jointnas.executor.kind: must be one of"),
     ({"jointnas": {"coarse": {"poool": 3}}}, "cfg.yaml: jointnas.coarse.poool: unknown field; valid: batch"),
+    ({"jointnas": {"retrain": {"recipe": {"crop_pading": 2}}}}, "cfg.yaml: jointnas.retrain.recipe.crop_pading: "
+     "unknown field"),
+    ({"jointnas": {"retrain": {"recipe": {"epochs": 9}}}}, "cfg.yaml: jointnas.retrain.recipe.epochs: set by the "
+     "retraining"),
+    ({"jointnas": {"retrain": {"recipe": {"mixup_alpha": 0.0}}}}, "jointnas.retrain.recipe.mixup_alpha: a searched "
+     "field"),
 ])
 def test_bad_config_is_one_line_naming_the_field(change, message):
     from fbnas.errors import FbnasError

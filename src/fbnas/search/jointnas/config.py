@@ -155,6 +155,23 @@ class RetrainSection(StrictModel):
 
     epochs: PositiveInt = 30
     limit_train: PositiveInt | None = None
+    # Recipe fields over the searched recipe in this retraining only: augmentation, which the few-epoch proxy
+    # cannot judge (in short runs crop + flip cost accuracy, in long ones they pay), so it is not searched
+    recipe: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("recipe")
+    @classmethod
+    def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from fbnas.train.recipe import Recipe, RecipeError
+
+        bad = sorted(set(v) & {"epochs", "seed", "threads"})
+        if bad:
+            raise ValueError(f"{bad[0]}: set by the retraining (retrain.epochs, its --seed and --threads)")
+        try:
+            Recipe.from_dict(v, "recipe")
+        except RecipeError as e:
+            raise ValueError(str(e).removeprefix("recipe: ")) from None
+        return v
 
 
 class JointNasSection(StrictModel):
@@ -186,6 +203,9 @@ class JointNasSection(StrictModel):
             if not lo <= getattr(self.evolution, name) <= hi:
                 raise ValueError(f"evolution.{name}: must lie in {name}_range [{lo}, {hi}], got "
                                  f"{getattr(self.evolution, name)}")
+        searched = sorted(set(self.retrain.recipe) & set(self.space.recipe))
+        if searched:
+            raise ValueError(f"retrain.recipe.{searched[0]}: a searched field (the retraining keeps the found value)")
         return self
 
 
