@@ -145,14 +145,40 @@ class DimSpace:
             points = qmc.Sobol(d=len(self.dims), scramble=True, seed=seed).random(n)
         return [self.from_unit(p.tolist()) for p in points]
 
+    def _encode_parent(self, d: Dim) -> Choice | None:
+        """The choice a range is encoded per (``Range.encode_per``), or None."""
+        name = getattr(d, "encode_per", "")
+        if not name:
+            return None
+        parent = next((p for p in self.dims if p.name == name), None)
+        if not isinstance(parent, Choice):
+            raise SpecError(f"space {self.name}: dimension {d.name!r}: encode_per {name!r} is not a choice of this "
+                            "space")
+        return parent
+
     @property
     def encoding_size(self) -> int:
-        return sum(d.encoding_size for d in self.dims)
+        total = 0
+        for d in self.dims:
+            parent = self._encode_parent(d)
+            total += d.encoding_size * (parent.size if parent else 1)
+        return total
 
     def encode(self, sample: Sample) -> list[float]:
-        """Predictor input: one-hot per choice, the scaled position per range, in dimension order."""
+        """Predictor input: one-hot per choice, the scaled position per range, in dimension order; a range with
+        ``encode_per`` fills the slot of its choice's option and leaves the others at 0."""
         s = self.validate(sample)
-        return [x for d in self.dims for x in d.encode(s[d.name])]
+        out: list[float] = []
+        for d in self.dims:
+            x = d.encode(s[d.name])
+            parent = self._encode_parent(d)
+            if parent is None:
+                out += x
+                continue
+            k = parent.index(s[parent.name])
+            for i in range(parent.size):
+                out += x if i == k else [0.0] * len(x)
+        return out
 
     def indices(self, sample: Sample) -> list[int]:
         """Option index per dimension (choice dimensions only), as strategies index their parameters."""

@@ -3,7 +3,8 @@
 A dimension maps a coordinate ``u`` of the unit cube to a value (:meth:`from_unit`), so random and
 quasi-Monte-Carlo sampling are one function of the space, and encodes a value for predictors
 (:meth:`encode`: one-hot for a choice, the position in ``[0, 1]`` for a range, on a log scale where the
-range is). A sample of a space is a plain JSON dict ``{dimension name: value}``.
+range is; a range with ``encode_per`` once per option of a choice). A sample of a space is a plain JSON dict
+``{dimension name: value}``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ class Choice:
 
 @dataclass(frozen=True)
 class Range:
-    """A number in ``[low, high]``; ``log`` samples and encodes on a log scale, ``integer`` rounds down."""
+    """A number in ``[low, high]``; ``log`` samples and encodes on a log scale, ``integer`` rounds down.
+
+    ``encode_per`` names a choice of the same space whose options change what this number means (a learning
+    rate for SGD is not one for RMSProp): the space then encodes it once per option, in the chosen option's
+    slot, so that a predictor reads the interaction linearly. Sampling is unchanged."""
 
     name: str
     low: float
@@ -76,6 +81,7 @@ class Range:
     log: bool = False
     integer: bool = False
     group: str = field(default="")
+    encode_per: str = ""
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:

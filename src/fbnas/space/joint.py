@@ -28,7 +28,8 @@ class JointSpace(DimSpace):
 
     @property
     def dims(self) -> list[Dim]:  # type: ignore[override]
-        return [replace(d, name=f"{p}.{d.name}", group=f"{p}.{d.group}")
+        return [replace(d, name=f"{p}.{d.name}", group=f"{p}.{d.group}",
+                        **({"encode_per": f"{p}.{d.encode_per}"} if getattr(d, "encode_per", "") else {}))
                 for p, space in self.parts.items() for d in space.dims]
 
     def split(self, sample: Sample) -> dict[str, Sample]:

@@ -35,11 +35,14 @@ class DimOverride(StrictModel):
     log: bool = False
     values: list[Any] | None = None
     labels: list[str] | None = None
+    encode_per: str | None = None  # a range: encoded once per option of this searched choice (the predictor's input)
 
     @model_validator(mode="after")
     def _range_or_choice(self) -> DimOverride:
         if (self.values is None) == (self.low is None or self.high is None):
             raise ValueError("low: a dimension is a range (low and high) or a choice (values), not both or neither")
+        if self.encode_per is not None and self.values is not None:
+            raise ValueError("encode_per: only a range is encoded per option of a choice")
         return self
 
 

@@ -28,7 +28,10 @@ def recipe_dims(fields: list[str], ranges: dict[str, Any]) -> dict[str, Dim]:
         if r.values is not None:
             out[name] = Choice(name, tuple(r.values), tuple(r.labels or ()))
         else:
-            out[name] = Range(name, float(r.low), float(r.high), log=r.log)
+            if r.encode_per is not None and r.encode_per not in fields:
+                raise FbnasError(f"jointnas.space.ranges.{name}.encode_per: {r.encode_per!r} is not a searched "
+                                 f"field ({', '.join(fields)})")
+            out[name] = Range(name, float(r.low), float(r.high), log=r.log, encode_per=r.encode_per or "")
     return out
 
 
@@ -47,6 +50,7 @@ def joint_space(section: Any, source: str = "config") -> JointSpace:
         raise FbnasError(f"{source}: jointnas.space.arch: {arch.name!r} describes no architecture")
     try:
         recipe = recipe_space(list(section.recipe), recipe_dims(list(section.recipe), dict(section.ranges)))
+        recipe.encoding_size  # noqa: B018 - an encode_per that names a range fails here, not at the first fit
     except (RecipeError, FbnasError) as e:
         raise FbnasError(f"{source}: jointnas.space: {e}") from None
     return JointSpace({ARCH: arch, RECIPE: recipe}, name=f"{arch.name}+recipe")
