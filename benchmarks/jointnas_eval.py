@@ -12,6 +12,8 @@
                size and warm-up of the search, the searched fields at their defaults), and the random search's
                proxy-best (among the first M random trials, M = the search's number of trials) with its
                recipe; test accuracy
+    refit      the search's predictor refitted on its coarse trials under its config with --set overrides,
+               scored on the random trials (a predictor change measured without training anything)
     retest     the proxy's test-retest reliability: the first N random trials trained again with another
                training seed; Spearman between the two measurements (the ceiling of any predictor's)
 
@@ -144,6 +146,53 @@ def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
     print(f"test-retest on {len(ids)} random trials: {both}; mean |diff| "
           f"{out_json['abs_diff_points']['mean']:.2f} points", flush=True)
     return out_json
+
+
+def cmd_refit(args: argparse.Namespace) -> dict[str, Any]:
+    """The search's predictor refitted on the same trials (the coarse ones, as after the coarse stage) under its
+    config with ``--set`` overrides (e.g. the recipe encoding), scored on the random trials: what a predictor
+    change would have given, without retraining anything."""
+    from fbnas.config import deep_merge, parse_override
+    from fbnas.cost.counting import count
+    from fbnas.runs import RunFolder
+    from fbnas.search.jointnas.config import JointNasConfig
+    from fbnas.search.jointnas.predictor import fit_predictor, pretrain, rank_metrics
+    from fbnas.search.jointnas.spaces import joint_space
+
+    folder, _, _, result = load_search(args.search)
+    raw = folder.read_config()
+    for text in args.set:
+        raw = deep_merge(raw, parse_override(text))
+    cfg = JointNasConfig.parse(raw, f"{args.search} + --set")
+    space = joint_space(cfg.jointnas.space)
+    early = int(result["coarse"]["early_stop_epoch"])
+    trials = search_trials(folder)
+    fit_ids = [t for t in sorted(trials) if trials[t]["role"] != "verify"]
+    fit_acc = _accs({t: trials[t] for t in fit_ids}, early)
+    rnd = search_trials(RunFolder(args.random, "search"))
+    ids = sorted(rnd)
+    acc = _accs(rnd, early)
+    num_classes = int(result["num_classes"])
+
+    def costs(arch_sample):
+        r = count(space.parts["arch"].build(arch_sample).arch, num_classes=num_classes)
+        return {"macs": r.macs / 1e6, "params": r.params / 1e6}
+
+    pc = cfg.jointnas.predictor
+    pre = pretrain(space, pc, cfg.seed, costs)
+    rows = []
+    for k in range(args.repeats):  # the fit's initialisations and bootstrap draws keyed by k: its own spread
+        p = fit_predictor(space, [trials[t]["sample"] for t in fit_ids], [fit_acc[t] for t in fit_ids], pc,
+                          cfg.seed, pre, f"refit{k}")
+        rows.append(rank_metrics(p.predict([rnd[t]["sample"] for t in ids]).tolist(), [acc[t] for t in ids]))
+        print(f"refit {k}: {rows[-1]}", flush=True)
+    mean = {m: statistics.fmean(r[m] for r in rows) for m in ("spearman", "kendall")}
+    spread = {m: [min(r[m] for r in rows), max(r[m] for r in rows)] for m in ("spearman", "kendall")}
+    print(f"refitted on {len(fit_ids)} trials with {args.set or 'no overrides'}, on {len(ids)} random trials, "
+          f"{args.repeats} fits: mean {mean}, range {spread}")
+    return {"search": args.search, "random": args.random, "set": args.set, "fit_trials": len(fit_ids),
+            "random_trials": len(ids), "recipe_encoding_size": space.parts["recipe"].encoding_size,
+            "fits": rows, "mean": mean, "range": spread}
 
 
 def _accs(trials: dict[str, dict], early: int) -> dict[str, float]:
@@ -346,11 +395,18 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--workers", type=int, default=None, help="default: the config's executor.workers")
     e.add_argument("--out", required=True)
     e.add_argument("--json", default=None)
+    f = sub.add_parser("refit")
+    f.add_argument("--search", required=True)
+    f.add_argument("--random", required=True)
+    f.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="over the search's config")
+    f.add_argument("--repeats", type=int, default=5, help="fits with different initialisations (keys)")
+    f.add_argument("--json", default=None)
     args = p.parse_args(argv)
     if args.cmd == "random":
         cmd_random(args)
         return 0
-    out = {"predictor": cmd_predictor, "retrain": cmd_retrain, "retest": cmd_retest}[args.cmd](args)
+    out = {"predictor": cmd_predictor, "retrain": cmd_retrain, "retest": cmd_retest,
+           "refit": cmd_refit}[args.cmd](args)
     if args.json:
         from fbnas.io import atomic_write_json
 
