@@ -60,20 +60,35 @@ def search_trials(folder) -> dict[str, dict]:
     return read_finished(folder.path / "trials")
 
 
-def cmd_random(args: argparse.Namespace) -> None:
+def proxy_context(cfg, space, result: dict, out_dir: str, workers: int | None):
+    """The search's proxy (its data split, caps, base recipe) with an executor, training into ``out_dir``."""
     from fbnas.runs import RunFolder
     from fbnas.search.executors import make_executor
-    from fbnas.search.jointnas.coarse import Context, make_task, train_tasks
-    from fbnas.search.jointnas.spaces import Constraints, sample_key
+    from fbnas.search.jointnas.coarse import Context
+    from fbnas.search.jointnas.spaces import Constraints
     from fbnas.search.jointnas.trials import ProxyData, proxy_tensors
 
-    folder, cfg, space, result = load_search(args.search)
     jn = cfg.jointnas
-    early = int(result["coarse"]["early_stop_epoch"])
     data = ProxyData(cfg.data.name, cfg.data.dir, jn.proxy.train_images, jn.proxy.val_images, cfg.seed,
                      cfg.data.channels_last, jn.proxy.bn_images)
     tensors, _, _ = proxy_tensors(data, 28)
+    out = RunFolder(out_dir, "search")
+    out.path.mkdir(parents=True, exist_ok=True)
+    ex = jn.executor
+    executor = make_executor(ex.kind, workers or ex.workers, ex.threads)
     cons = Constraints(space, cfg.constraints.active(), int(result["num_classes"]))
+    return Context(space, cfg, out, cons, data, int(tensors.num_classes), dict(jn.proxy.recipe), executor,
+                   lambda m: print(m, flush=True))
+
+
+def cmd_random(args: argparse.Namespace) -> None:
+    from fbnas.search.jointnas.coarse import make_task, train_tasks
+    from fbnas.search.jointnas.spaces import sample_key
+
+    folder, cfg, space, result = load_search(args.search)
+    early = int(result["coarse"]["early_stop_epoch"])
+    ctx = proxy_context(cfg, space, result, args.out, None)
+    cons = ctx.constraints
     samples, seen, step = [], set(), 0
     while len(samples) < args.n:  # uniform samples under the constraints, keyed by (seed, step, stream)
         s = space.sample(cfg.seed, step, stream=97)
@@ -81,19 +96,13 @@ def cmd_random(args: argparse.Namespace) -> None:
         if sample_key(s) not in seen and cons.ok(s):
             seen.add(sample_key(s))
             samples.append(s)
-    out = RunFolder(args.out, "search")
-    out.path.mkdir(parents=True, exist_ok=True)
-    ex = jn.executor
-    executor = make_executor(ex.kind, ex.workers, ex.threads)
-    ctx = Context(space, cfg, out, cons, data, int(tensors.num_classes), dict(jn.proxy.recipe), executor,
-                  lambda m: print(m, flush=True))
     tasks = [make_task(ctx, f"r{i:04d}", "random", s, early) for i, s in enumerate(samples)]
     t0 = time.perf_counter()
     try:
         train_tasks(ctx, tasks, "random")
     finally:
-        executor.close()
-    print(f"{len(tasks)} random trials in {time.perf_counter() - t0:.0f} s -> {out.path / 'trials'}")
+        ctx.executor.close()
+    print(f"{len(tasks)} random trials in {time.perf_counter() - t0:.0f} s -> {ctx.folder.path / 'trials'}")
 
 
 def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
@@ -103,27 +112,14 @@ def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
     import dataclasses
 
     from fbnas.runs import RunFolder
-    from fbnas.search.executors import make_executor
-    from fbnas.search.jointnas.coarse import Context, make_task, train_tasks
+    from fbnas.search.jointnas.coarse import make_task, train_tasks
     from fbnas.search.jointnas.predictor import rank_metrics
-    from fbnas.search.jointnas.spaces import Constraints
-    from fbnas.search.jointnas.trials import ProxyData, proxy_tensors
 
     folder, cfg, space, result = load_search(args.search)
-    jn = cfg.jointnas
     early = int(result["coarse"]["early_stop_epoch"])
     rnd = search_trials(RunFolder(args.random, "search"))
     ids = sorted(rnd)[: args.n]
-    data = ProxyData(cfg.data.name, cfg.data.dir, jn.proxy.train_images, jn.proxy.val_images, cfg.seed,
-                     cfg.data.channels_last, jn.proxy.bn_images)
-    tensors, _, _ = proxy_tensors(data, 28)
-    out = RunFolder(args.out, "search")
-    out.path.mkdir(parents=True, exist_ok=True)
-    ex = jn.executor
-    executor = make_executor(ex.kind, args.workers or ex.workers, ex.threads)
-    cons = Constraints(space, cfg.constraints.active(), int(result["num_classes"]))
-    ctx = Context(space, cfg, out, cons, data, int(tensors.num_classes), dict(jn.proxy.recipe), executor,
-                  lambda m: print(m, flush=True))
+    ctx = proxy_context(cfg, space, result, args.out, args.workers)
     tasks = []
     for t in ids:
         task = make_task(ctx, t, "retest", rnd[t]["sample"], early)
@@ -133,7 +129,7 @@ def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
     try:
         again = train_tasks(ctx, tasks, "retest")
     finally:
-        executor.close()
+        ctx.executor.close()
     first = _accs({t: rnd[t] for t in ids}, early)
     second = _accs(again, early)
     both = rank_metrics([first[t] for t in ids], [second[t] for t in ids])
@@ -153,8 +149,8 @@ def cmd_refit(args: argparse.Namespace) -> dict[str, Any]:
     config with ``--set`` overrides (e.g. the recipe encoding), scored on the random trials: what a predictor
     change would have given, without retraining anything."""
     from fbnas.config import deep_merge, parse_override
-    from fbnas.cost.counting import count
     from fbnas.runs import RunFolder
+    from fbnas.search.jointnas.coarse import arch_costs
     from fbnas.search.jointnas.config import JointNasConfig
     from fbnas.search.jointnas.predictor import fit_predictor, pretrain, rank_metrics
     from fbnas.search.jointnas.spaces import joint_space
@@ -172,14 +168,8 @@ def cmd_refit(args: argparse.Namespace) -> dict[str, Any]:
     rnd = search_trials(RunFolder(args.random, "search"))
     ids = sorted(rnd)
     acc = _accs(rnd, early)
-    num_classes = int(result["num_classes"])
-
-    def costs(arch_sample):
-        r = count(space.parts["arch"].build(arch_sample).arch, num_classes=num_classes)
-        return {"macs": r.macs / 1e6, "params": r.params / 1e6}
-
     pc = cfg.jointnas.predictor
-    pre = pretrain(space, pc, cfg.seed, costs)
+    pre = pretrain(space, pc, cfg.seed, arch_costs(space, int(result["num_classes"])))
     rows = []
     for k in range(args.repeats):  # the fit's initialisations and bootstrap draws keyed by k: its own spread
         p = fit_predictor(space, [trials[t]["sample"] for t in fit_ids], [fit_acc[t] for t in fit_ids], pc,
@@ -202,7 +192,7 @@ def _accs(trials: dict[str, dict], early: int) -> dict[str, float]:
 
 
 def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
-    from fbnas.cost.counting import count
+    from fbnas.search.jointnas.coarse import arch_costs
     from fbnas.search.jointnas.predictor import AccuracyPredictor, fit_predictor, pretrain, rank_metrics
 
     folder, cfg, space, result = load_search(args.search)
@@ -221,12 +211,7 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
     out["search_predictor_on_random"] = rank_metrics(pred.tolist(), [acc[t] for t in ids])
     print(f"search's predictor ({out['predictor_fit_trials']} trials) on {len(ids)} held-out random trials: "
           f"{out['search_predictor_on_random']}", flush=True)
-    num_classes = int(result["num_classes"])
-
-    def costs(arch_sample):
-        r = count(space.parts["arch"].build(arch_sample).arch, num_classes=num_classes)
-        return {"macs": r.macs / 1e6, "params": r.params / 1e6}
-
+    costs = arch_costs(space, int(result["num_classes"]))
     pre = {True: pretrain(space, pc, cfg.seed, costs), False: pretrain(space, pc.replace(pretrain=False), cfg.seed,
                                                                        costs)}
     # search trials + part of the random ones, evaluated on the rest of the random ones

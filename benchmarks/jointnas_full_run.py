@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = json.loads((search / "config.json").read_text())
     # the retraining is this script's, not the search's: its section comes from the config given here
     from fbnas.config import load_config
+    from fbnas.io import atomic_write_json
     from fbnas.search.jointnas.config import JointNasConfig
 
     retrain = load_config(args.config, JointNasConfig, args.preset, args.set).jointnas.retrain
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if (run / "checkpoint.pt").exists():
             cmd = [sys.executable, "-m", "fbnas.cli", "train", "--resume", str(run), "--epochs", str(epochs)]
         else:
-            recipe_file.write_text(json.dumps(recipe, indent=2))
+            atomic_write_json(recipe_file, recipe)
             cmd = [sys.executable, "-m", "fbnas.cli", "train", "--arch", str(search / "result.json"), "--data",
                    cfg["data"]["name"], "--recipe", str(recipe_file), "--epochs", str(epochs), "--threads",
                    str(args.threads), "--out", str(run)]

@@ -27,6 +27,20 @@ DEFAULT_RECIPE_FIELDS = ["optimizer", "lr", "weight_decay", "mixup_alpha", "drop
                          "ema_decay"]
 
 
+def recipe_fields(v: dict[str, Any], set_by: str) -> dict[str, Any]:
+    """``v`` if it is valid Recipe fields without the run-specific ones (``set_by`` sets those)."""
+    from fbnas.train.recipe import Recipe, RecipeError
+
+    bad = sorted(set(v) & {"epochs", "seed", "threads"})
+    if bad:
+        raise ValueError(f"{bad[0]}: set by {set_by}")
+    try:
+        Recipe.from_dict(v, "recipe")
+    except RecipeError as e:
+        raise ValueError(str(e).removeprefix("recipe: ")) from None
+    return v
+
+
 class DimOverride(StrictModel):
     """A recipe field's search dimension: a range (``low``, ``high``, ``log``) or a choice (``values``)."""
 
@@ -65,16 +79,7 @@ class ProxySection(StrictModel):
     @field_validator("recipe")
     @classmethod
     def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from fbnas.train.recipe import Recipe, RecipeError
-
-        bad = sorted(set(v) & {"epochs", "seed", "threads"})
-        if bad:
-            raise ValueError(f"{bad[0]}: set by the search (proxy.epochs, seed, executor.threads)")
-        try:
-            Recipe.from_dict(v, "recipe")
-        except RecipeError as e:
-            raise ValueError(str(e).removeprefix("recipe: ")) from None
-        return v
+        return recipe_fields(v, "the search (proxy.epochs, seed, executor.threads)")
 
 
 class CalibrationSection(StrictModel):
@@ -165,16 +170,7 @@ class RetrainSection(StrictModel):
     @field_validator("recipe")
     @classmethod
     def _valid_recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from fbnas.train.recipe import Recipe, RecipeError
-
-        bad = sorted(set(v) & {"epochs", "seed", "threads"})
-        if bad:
-            raise ValueError(f"{bad[0]}: set by the retraining (retrain.epochs, its --seed and --threads)")
-        try:
-            Recipe.from_dict(v, "recipe")
-        except RecipeError as e:
-            raise ValueError(str(e).removeprefix("recipe: ")) from None
-        return v
+        return recipe_fields(v, "the retraining (retrain.epochs, its --seed and --threads)")
 
 
 class JointNasSection(StrictModel):
