@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -173,6 +174,40 @@ def test_two_concurrent_writer_processes(tmp_path):
     keys = {r["key"] for r in rows}
     assert len(keys) == 180
     assert all(f"a-{i}" in keys and f"b-{i}" in keys and f"shared-{i}" in keys for i in range(60))
+
+
+class _LockedThenFree:
+    """A connection whose WAL switch answers "database is locked" ``times`` times (what SQLite does, without
+    calling its busy handler, while another process switches the same new file), then succeeds."""
+
+    def __init__(self, times: int, message: str = "database is locked") -> None:
+        self.times, self.message, self.calls = times, message, 0
+
+    def execute(self, sql: str):
+        assert sql == "PRAGMA journal_mode=WAL"
+        self.calls += 1
+        if self.calls <= self.times:
+            raise sqlite3.OperationalError(self.message)
+        return self
+
+    def fetchall(self):
+        return [("wal",)]
+
+
+def test_wal_switch_waits_out_a_concurrent_switch(tmp_path):
+    with LutStore(tmp_path / "w.db", create=True) as s:
+        real = s.conn
+        s.conn = _LockedThenFree(times=3)
+        s._enter_wal(wait_s=5.0)
+        assert s.conn.calls == 4
+        s.conn = _LockedThenFree(times=10**6)  # negative control: a lock that never clears is reported
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            s._enter_wal(wait_s=0.05)
+        s.conn = _LockedThenFree(times=1, message="disk I/O error")  # other errors are not retried
+        with pytest.raises(sqlite3.OperationalError, match="disk"):
+            s._enter_wal(wait_s=5.0)
+        assert s.conn.calls == 1
+        s.conn = real
 
 
 def test_reference_networks_are_timed_with_new_blocks_only(tmp_path):

@@ -130,7 +130,7 @@ class LutStore:
             if not tables and not create:
                 raise FbnasError(f"{self.path}: not an fbnas latency table (empty SQLite database)")
             if not self.readonly:
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                self._enter_wal()
             if create:
                 self._init_schema()
             self._check_meta()
@@ -142,6 +142,21 @@ class LutStore:
         except FbnasError:
             self._close_quietly()
             raise
+
+    def _enter_wal(self, wait_s: float = 60.0) -> None:
+        """Switch to WAL. SQLite answers this pragma "database is locked" at once, without its busy handler,
+        while another process is switching the same new file, so wait here as busy_timeout would."""
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                return
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
