@@ -41,7 +41,9 @@ from typing import Any
 import numpy as np
 
 
-def load_search(path: str):
+def load_search(path: str, overrides: list[str] | None = None):
+    """The search's folder, config (with ``--set`` overrides laid over it), joint space and result."""
+    from fbnas.config import deep_merge, parse_override
     from fbnas.runs import RunFolder
     from fbnas.search.jointnas.config import JointNasConfig
     from fbnas.search.jointnas.spaces import joint_space
@@ -50,7 +52,11 @@ def load_search(path: str):
     result = folder.read_result()
     if result is None or result.get("strategy") != "jointnas":
         raise SystemExit(f"{path}: not a finished JointNAS search")
-    cfg = JointNasConfig.parse(folder.read_config(), str(folder.file(folder.CONFIG)))
+    raw = folder.read_config()
+    for text in overrides or []:
+        raw = deep_merge(raw, parse_override(text))
+    where = str(folder.file(folder.CONFIG)) + (" + --set" if overrides else "")
+    cfg = JointNasConfig.parse(raw, where)
     return folder, cfg, joint_space(cfg.jointnas.space), result
 
 
@@ -118,7 +124,10 @@ def cmd_retest(args: argparse.Namespace) -> dict[str, Any]:
     folder, cfg, space, result = load_search(args.search)
     early = int(result["coarse"]["early_stop_epoch"])
     rnd = search_trials(RunFolder(args.random, "search"))
-    ids = sorted(rnd)[: args.n]
+    ids = args.ids.split(",") if args.ids else sorted(rnd)[: args.n]
+    missing = [t for t in ids if t not in rnd]
+    if missing:
+        raise SystemExit(f"{args.random}: no finished trial {', '.join(missing)}")
     ctx = proxy_context(cfg, space, result, args.out, args.workers)
     tasks = []
     for t in ids:
@@ -148,19 +157,11 @@ def cmd_refit(args: argparse.Namespace) -> dict[str, Any]:
     """The search's predictor refitted on the same trials (the coarse ones, as after the coarse stage) under its
     config with ``--set`` overrides (e.g. the recipe encoding), scored on the random trials: what a predictor
     change would have given, without retraining anything."""
-    from fbnas.config import deep_merge, parse_override
     from fbnas.runs import RunFolder
     from fbnas.search.jointnas.coarse import arch_costs
-    from fbnas.search.jointnas.config import JointNasConfig
     from fbnas.search.jointnas.predictor import fit_predictor, pretrain, rank_metrics
-    from fbnas.search.jointnas.spaces import joint_space
 
-    folder, _, _, result = load_search(args.search)
-    raw = folder.read_config()
-    for text in args.set:
-        raw = deep_merge(raw, parse_override(text))
-    cfg = JointNasConfig.parse(raw, f"{args.search} + --set")
-    space = joint_space(cfg.jointnas.space)
+    folder, cfg, space, result = load_search(args.search, args.set)
     early = int(result["coarse"]["early_stop_epoch"])
     trials = search_trials(folder)
     fit_ids = [t for t in sorted(trials) if trials[t]["role"] != "verify"]
@@ -192,10 +193,9 @@ def _accs(trials: dict[str, dict], early: int) -> dict[str, float]:
 
 
 def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
-    from fbnas.search.jointnas.coarse import arch_costs
-    from fbnas.search.jointnas.predictor import AccuracyPredictor, fit_predictor, pretrain, rank_metrics
+    from fbnas.search.jointnas.predictor import AccuracyPredictor, fit_predictor, rank_metrics
 
-    folder, cfg, space, result = load_search(args.search)
+    folder, cfg, space, result = load_search(args.search, args.set)
     early = int(result["coarse"]["early_stop_epoch"])
     rnd = search_trials(type(folder)(args.random, "search"))
     ids = sorted(rnd)
@@ -203,17 +203,17 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
     pc = cfg.jointnas.predictor
     trained = search_trials(folder)
     out: dict[str, Any] = {"search": args.search, "random": args.random, "early_stop_epoch": early,
-                           "search_trials": len(trained), "random_trials": len(ids),
+                           "set": args.set, "search_trials": len(trained), "random_trials": len(ids),
                            # predictor.pt is fitted after the coarse stage: on every trial but the verified ones
                            "predictor_fit_trials": sum(1 for t in trained.values() if t["role"] != "verify")}
+    if args.ablation_only:
+        return _ablation(args, out, cfg, space, result, folder, rnd, acc, early)
     predictor = AccuracyPredictor.load(folder.file("predictor.pt"), space, pc)
     pred = predictor.predict([rnd[t]["sample"] for t in ids])
     out["search_predictor_on_random"] = rank_metrics(pred.tolist(), [acc[t] for t in ids])
     print(f"search's predictor ({out['predictor_fit_trials']} trials) on {len(ids)} held-out random trials: "
           f"{out['search_predictor_on_random']}", flush=True)
-    costs = arch_costs(space, int(result["num_classes"]))
-    pre = {True: pretrain(space, pc, cfg.seed, costs), False: pretrain(space, pc.replace(pretrain=False), cfg.seed,
-                                                                       costs)}
+    pre = _pretrained_pair(cfg, space, result)
     # search trials + part of the random ones, evaluated on the rest of the random ones
     s_trials = search_trials(folder)
     s_acc = _accs(s_trials, early)
@@ -227,6 +227,29 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
                                                 [acc[t] for t in held])}
     print(f"predictor on {len(fit_samples)} trials (search + half the random ones), on the other {len(held)}: "
           f"{out['search_plus_half_random_on_other_half']}", flush=True)
+    return _ablation(args, out, cfg, space, result, folder, rnd, acc, early, pre)
+
+
+def _pretrained_pair(cfg, space, result) -> dict[bool, Any]:
+    """The ensemble's encoders pretrained on MACs / params, and at their random initialisation (same seeds)."""
+    from fbnas.search.jointnas.coarse import arch_costs
+    from fbnas.search.jointnas.predictor import pretrain
+
+    pc = cfg.jointnas.predictor
+    costs = arch_costs(space, int(result["num_classes"]))
+    return {True: pretrain(space, pc, cfg.seed, costs), False: pretrain(space, pc.replace(pretrain=False), cfg.seed,
+                                                                        costs)}
+
+
+def _ablation(args, out, cfg, space, result, folder, rnd, acc, early, pre=None) -> dict[str, Any]:
+    """The pretraining ablation: K random splits of the search's and the random trials pooled, TRAIN of them
+    fitted and the rest held out, with the pretrained and the randomly initialised encoders."""
+    from fbnas.search.jointnas.predictor import fit_predictor, rank_metrics
+
+    pc = cfg.jointnas.predictor
+    pre = pre or _pretrained_pair(cfg, space, result)
+    s_trials = search_trials(folder)
+    s_acc = _accs(s_trials, early)
     rows = []
     pooled = {**{f"s:{t}": s_trials[t] for t in s_trials}, **{f"r:{t}": rnd[t] for t in rnd}}
     pooled_acc = {**{f"s:{t}": s_acc[t] for t in s_trials}, **{f"r:{t}": acc[t] for t in rnd}}
@@ -299,6 +322,11 @@ def cmd_retrain(args: argparse.Namespace) -> dict[str, Any]:
         atomic_write_json(base_file, {"arch": result["arch"], "recipe": {
             k: v for k, v in base.items() if k not in ("epochs", "seed", "threads")}})
         runs["jointnas_base_recipe"] = (base_file, [])
+    if args.only:
+        unknown = sorted(set(args.only.split(",")) - set(runs))
+        if unknown:
+            raise SystemExit(f"--only: unknown run(s) {', '.join(unknown)}; runs: {', '.join(runs)}")
+        runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     jobs = [(name, seed, out_dir / f"{name}.seed{seed}", arch, extra) for seed in seeds
             for name, (arch, extra) in runs.items()]
     pending, running = [j for j in jobs if _finished(j[2]) is None], []
@@ -336,11 +364,12 @@ def cmd_retrain(args: argparse.Namespace) -> dict[str, Any]:
            "jointnas_top1": {"macs": result["macs"], "params": result["params"],
                              "predicted_acc": result["predicted_acc"], "sample": result["sample"]},
            "random_best": {"sample": rnd[best]["sample"], "macs": rnd[best]["costs"]["macs"]},
-           "runs": table, "recipes": cfgs,
-           "search_beats_random": table["jointnas_searched_recipe"]["mean_test_acc"]
-           >= table["random_best_its_recipe"]["mean_test_acc"],
-           "recipe_matters": table["jointnas_searched_recipe"]["mean_test_acc"]
-           > table["jointnas_default_recipe"]["mean_test_acc"]}
+           "runs": table, "recipes": cfgs}
+    mean = {name: row["mean_test_acc"] for name, row in table.items()}
+    if {"jointnas_searched_recipe", "random_best_its_recipe"} <= set(mean):
+        out["search_beats_random"] = mean["jointnas_searched_recipe"] >= mean["random_best_its_recipe"]
+    if {"jointnas_searched_recipe", "jointnas_default_recipe"} <= set(mean):
+        out["recipe_matters"] = mean["jointnas_searched_recipe"] > mean["jointnas_default_recipe"]
     for name, row in table.items():
         print(f"{name}: test acc {row['test_acc']} mean {100 * row['mean_test_acc']:.2f}%")
     return out
@@ -358,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--random", required=True)
     q.add_argument("--splits", type=int, default=5)
     q.add_argument("--train", type=int, default=40)
+    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="over the search's config (with --ablation-only: predictor settings to compare)")
+    q.add_argument("--ablation-only", action="store_true", help="only the pretraining ablation")
     q.add_argument("--json", default=None)
     t = sub.add_parser("retrain")
     t.add_argument("--search", required=True)
@@ -370,12 +402,16 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--jobs", type=int, default=2)
     t.add_argument("--with-base", action="store_true",
                    help="also the top-1 with the proxy's base recipe (searched fields at the Recipe defaults)")
+    t.add_argument("--only", default=None, help="comma-separated runs to do (default: all), e.g. "
+                   "jointnas_searched_recipe,random_best_its_recipe")
     t.add_argument("--out", required=True)
     t.add_argument("--json", default=None)
     e = sub.add_parser("retest")
     e.add_argument("--search", required=True)
     e.add_argument("--random", required=True)
     e.add_argument("--n", type=int, default=30)
+    e.add_argument("--ids", default=None, help="comma-separated trials of --random to retest instead of the first N "
+                   "(--random may be a search's folder)")
     e.add_argument("--seed", type=int, default=1, help="the second measurement's training seed")
     e.add_argument("--workers", type=int, default=None, help="default: the config's executor.workers")
     e.add_argument("--out", required=True)
