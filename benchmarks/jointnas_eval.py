@@ -201,22 +201,23 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
     ids = sorted(rnd)
     acc = _accs(rnd, early)
     pc = cfg.jointnas.predictor
-    trained = search_trials(folder)
+    s_trials = search_trials(folder)
+    s_acc = _accs(s_trials, early)
     out: dict[str, Any] = {"search": args.search, "random": args.random, "early_stop_epoch": early,
-                           "set": args.set, "search_trials": len(trained), "random_trials": len(ids),
+                           "set": args.set, "search_trials": len(s_trials), "random_trials": len(ids),
                            # predictor.pt is fitted after the coarse stage: on every trial but the verified ones
-                           "predictor_fit_trials": sum(1 for t in trained.values() if t["role"] != "verify")}
+                           "predictor_fit_trials": sum(1 for t in s_trials.values() if t["role"] != "verify")}
+    pre = _pretrained_pair(cfg, space, result)
+    pooled = {**{f"s:{t}": s_trials[t] for t in s_trials}, **{f"r:{t}": rnd[t] for t in rnd}}
+    pooled_acc = {**{f"s:{t}": s_acc[t] for t in s_trials}, **{f"r:{t}": acc[t] for t in rnd}}
     if args.ablation_only:
-        return _ablation(args, out, cfg, space, result, folder, rnd, acc, early)
+        return _ablation(args, out, space, pc, cfg.seed, pre, pooled, pooled_acc)
     predictor = AccuracyPredictor.load(folder.file("predictor.pt"), space, pc)
     pred = predictor.predict([rnd[t]["sample"] for t in ids])
     out["search_predictor_on_random"] = rank_metrics(pred.tolist(), [acc[t] for t in ids])
     print(f"search's predictor ({out['predictor_fit_trials']} trials) on {len(ids)} held-out random trials: "
           f"{out['search_predictor_on_random']}", flush=True)
-    pre = _pretrained_pair(cfg, space, result)
     # search trials + part of the random ones, evaluated on the rest of the random ones
-    s_trials = search_trials(folder)
-    s_acc = _accs(s_trials, early)
     half = ids[: len(ids) // 2]
     held = ids[len(ids) // 2:]
     fit_samples = [s_trials[t]["sample"] for t in sorted(s_trials)] + [rnd[t]["sample"] for t in half]
@@ -227,7 +228,7 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
                                                 [acc[t] for t in held])}
     print(f"predictor on {len(fit_samples)} trials (search + half the random ones), on the other {len(held)}: "
           f"{out['search_plus_half_random_on_other_half']}", flush=True)
-    return _ablation(args, out, cfg, space, result, folder, rnd, acc, early, pre)
+    return _ablation(args, out, space, pc, cfg.seed, pre, pooled, pooled_acc)
 
 
 def _pretrained_pair(cfg, space, result) -> dict[bool, Any]:
@@ -241,18 +242,12 @@ def _pretrained_pair(cfg, space, result) -> dict[bool, Any]:
                                                                         costs)}
 
 
-def _ablation(args, out, cfg, space, result, folder, rnd, acc, early, pre=None) -> dict[str, Any]:
-    """The pretraining ablation: K random splits of the search's and the random trials pooled, TRAIN of them
-    fitted and the rest held out, with the pretrained and the randomly initialised encoders."""
+def _ablation(args, out, space, pc, seed: int, pre, pooled, pooled_acc) -> dict[str, Any]:
+    """The pretraining ablation: K random splits of the pooled trials (the search's and the random ones), TRAIN
+    of them fitted and the rest held out, with the pretrained and the randomly initialised encoders."""
     from fbnas.search.jointnas.predictor import fit_predictor, rank_metrics
 
-    pc = cfg.jointnas.predictor
-    pre = pre or _pretrained_pair(cfg, space, result)
-    s_trials = search_trials(folder)
-    s_acc = _accs(s_trials, early)
     rows = []
-    pooled = {**{f"s:{t}": s_trials[t] for t in s_trials}, **{f"r:{t}": rnd[t] for t in rnd}}
-    pooled_acc = {**{f"s:{t}": s_acc[t] for t in s_trials}, **{f"r:{t}": acc[t] for t in rnd}}
     keys = sorted(pooled)
     for k in range(args.splits):  # the search's and the random trials pooled; TRAIN fit, the rest held out
         perm = np.random.default_rng(1000 + k).permutation(len(keys))
@@ -261,7 +256,7 @@ def _ablation(args, out, cfg, space, result, folder, rnd, acc, early, pre=None) 
         row: dict[str, Any] = {"split": k, "train": len(train), "test": len(test)}
         for pretrained in (True, False):
             p = fit_predictor(space, [pooled[t]["sample"] for t in train], [pooled_acc[t] for t in train], pc,
-                              cfg.seed, pre[pretrained], f"split{k}")
+                              seed, pre[pretrained], f"split{k}")
             row["pretrained" if pretrained else "random_init"] = rank_metrics(
                 p.predict([pooled[t]["sample"] for t in test]).tolist(), [pooled_acc[t] for t in test])
         rows.append(row)
@@ -323,10 +318,10 @@ def cmd_retrain(args: argparse.Namespace) -> dict[str, Any]:
             k: v for k, v in base.items() if k not in ("epochs", "seed", "threads")}})
         runs["jointnas_base_recipe"] = (base_file, [])
     if args.only:
-        unknown = sorted(set(args.only.split(",")) - set(runs))
-        if unknown:
-            raise SystemExit(f"--only: unknown run(s) {', '.join(unknown)}; runs: {', '.join(runs)}")
-        runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
+        only = set(args.only.split(","))
+        if only - set(runs):
+            raise SystemExit(f"--only: unknown run(s) {', '.join(sorted(only - set(runs)))}; runs: {', '.join(runs)}")
+        runs = {k: v for k, v in runs.items() if k in only}
     jobs = [(name, seed, out_dir / f"{name}.seed{seed}", arch, extra) for seed in seeds
             for name, (arch, extra) in runs.items()]
     pending, running = [j for j in jobs if _finished(j[2]) is None], []

@@ -197,17 +197,19 @@ class _LockedThenFree:
 def test_wal_switch_waits_out_a_concurrent_switch(tmp_path):
     with LutStore(tmp_path / "w.db", create=True) as s:
         real = s.conn
-        s.conn = _LockedThenFree(times=3)
-        s._enter_wal(wait_s=5.0)
-        assert s.conn.calls == 4
-        s.conn = _LockedThenFree(times=10**6)  # negative control: a lock that never clears is reported
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            s._enter_wal(wait_s=0.05)
-        s.conn = _LockedThenFree(times=1, message="disk I/O error")  # other errors are not retried
-        with pytest.raises(sqlite3.OperationalError, match="disk"):
+        try:
+            s.conn = _LockedThenFree(times=3)
             s._enter_wal(wait_s=5.0)
-        assert s.conn.calls == 1
-        s.conn = real
+            assert s.conn.calls == 4
+            s.conn = _LockedThenFree(times=10**6)  # negative control: a lock that never clears is reported
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                s._enter_wal(wait_s=0.05)
+            s.conn = _LockedThenFree(times=1, message="disk I/O error")  # other errors are not retried
+            with pytest.raises(sqlite3.OperationalError, match="disk"):
+                s._enter_wal(wait_s=5.0)
+            assert s.conn.calls == 1
+        finally:
+            s.conn = real  # the store closes its real connection, whatever failed above
 
 
 def test_reference_networks_are_timed_with_new_blocks_only(tmp_path):
