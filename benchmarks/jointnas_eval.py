@@ -197,7 +197,9 @@ def cmd_predictor(args: argparse.Namespace) -> dict[str, Any]:
 
     folder, cfg, space, result = load_search(args.search, args.set)
     early = int(result["coarse"]["early_stop_epoch"])
-    rnd = search_trials(type(folder)(args.random, "search"))
+    if args.random is None and not args.ablation_only:
+        raise SystemExit("predictor: --random is required (the held-out trials) unless --ablation-only")
+    rnd = search_trials(type(folder)(args.random, "search")) if args.random else {}
     ids = sorted(rnd)
     acc = _accs(rnd, early)
     pc = cfg.jointnas.predictor
@@ -379,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", required=True)
     q = sub.add_parser("predictor")
     q.add_argument("--search", required=True)
-    q.add_argument("--random", required=True)
+    q.add_argument("--random", default=None, help="the random trials (optional with --ablation-only: the "
+                   "ablation then splits the search's trials alone)")
     q.add_argument("--splits", type=int, default=5)
     q.add_argument("--train", type=int, default=40)
     q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

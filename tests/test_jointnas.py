@@ -159,6 +159,47 @@ def test_predictor_fit_is_deterministic_and_learns():
     assert xa.shape == (32, space.parts["arch"].encoding_size) and xr.shape[1] == space.parts["recipe"].encoding_size
 
 
+def test_stage_targets_pretrain_the_encoder_on_every_stage_cost(tmp_path):
+    from scipy.stats import spearmanr
+
+    from fbnas.errors import FbnasError
+    from fbnas.search.jointnas.coarse import arch_costs
+    from fbnas.search.jointnas.predictor import AccuracyPredictor, proxy_targets
+
+    space = _fmnist_space()
+    costs = arch_costs(space, 10)
+    cfg = PredictorSection(pretrain_samples=256, pretrain_epochs=15, ensemble=1, pretrain_targets="stages")
+    pre = pretrain(space, cfg, 0, costs)
+    stages = len(costs(space.parts["arch"].sobol(1, seed=0)[0])["stage_macs"])
+    assert len(pre.proxy_mean) == 2 + 2 * stages and stages > 2
+    test = space.sobol(64, seed=5)
+    truth = proxy_targets([costs(space.split(s)["arch"]) for s in test], "stages")
+    net = PredictorNet(space.parts["arch"].encoding_size, space.parts["recipe"].encoding_size, cfg.encoder,
+                       cfg.head, len(pre.proxy_mean))
+    net.load_state_dict(pre.members[0])
+    with torch.no_grad():
+        z = net.proxy(encode(space, test)[0]).numpy()
+    varying = [j for j in range(2, truth.shape[1]) if truth[:, j].std() > 1e-6]
+    # every stage's cost that varies is learnt (an untrained head would rank them at random)
+    rhos = [spearmanr(z[:, j], truth[:, j]).statistic for j in varying]
+    assert min(rhos) > 0.6, rhos
+    random_init = pretrain(space, cfg.replace(pretrain=False), 0, costs)
+    net.load_state_dict(random_init.members[0])
+    with torch.no_grad():
+        z0 = net.proxy(encode(space, test)[0]).numpy()
+    assert np.mean([abs(spearmanr(z0[:, j], truth[:, j]).statistic) for j in varying]) < 0.5
+    # the fitted predictor keeps the proxy head's size through save / load, and predicts the totals
+    samples = space.sobol(24, seed=6)
+    fitted = fit_predictor(space, samples, [0.5 + 0.01 * i for i in range(24)], cfg, 0, pre)
+    fitted.save(tmp_path / "p.pt")
+    loaded = AccuracyPredictor.load(tmp_path / "p.pt", space, cfg)
+    assert np.array_equal(loaded.predict(test), fitted.predict(test))
+    assert loaded.predict_proxy(test).shape == (64, 2)
+    with pytest.raises(FbnasError, match="numbers of stages"):
+        one = costs(space.split(test[0])["arch"])
+        proxy_targets([one, {**one, "stage_macs": one["stage_macs"][:-1]}], "stages")
+
+
 # ---- the genetic algorithm --------------------------------------------------------------------------------
 def _ga_cfg(**kw):
     return JointNasConfig.parse({"jointnas": {"evolution": kw}}, "t").jointnas.evolution

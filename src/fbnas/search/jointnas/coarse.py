@@ -230,14 +230,17 @@ def run_coarse(ctx: Context, pre: Pretrained, checkpoint: Callable[[dict[str, An
                         predictor, ahead, seconds)
 
 
-def arch_costs(space: JointSpace, num_classes: int) -> Callable[[Sample], dict[str, float]]:
-    """MACs / params (millions) of an architecture-part sample (the proxy head's free targets)."""
+def arch_costs(space: JointSpace, num_classes: int) -> Callable[[Sample], dict[str, Any]]:
+    """MACs / params (millions) of an architecture-part sample, in all and per stage (the proxy head's free
+    targets)."""
     from fbnas.cost.counting import count
 
     part = space.parts[ARCH]
 
-    def costs(sample: Sample) -> dict[str, float]:
+    def costs(sample: Sample) -> dict[str, Any]:
         report = count(part.build(sample).arch, num_classes=num_classes)
-        return {"macs": report.macs / 1e6, "params": report.params / 1e6}
+        stages = report.per_stage()
+        return {"macs": report.macs / 1e6, "params": report.params / 1e6,
+                "stage_macs": [s["macs"] / 1e6 for s in stages], "stage_params": [s["params"] / 1e6 for s in stages]}
 
     return costs

@@ -98,6 +98,9 @@ class PredictorSection(StrictModel):
     pretrain: bool = True  # pretrain the encoder on MACs / params of free samples (False: random init)
     pretrain_samples: PositiveInt = 2000
     pretrain_epochs: PositiveInt = 40
+    # what the proxy head predicts: total (log MACs, log params of the network) or stages (the totals and the
+    # log MACs / params of every stage: an embedding that must keep where the compute is, not two numbers)
+    pretrain_targets: Literal["total", "stages"] = "total"
     freeze_epochs: PositiveInt = 50  # accuracy head only, encoder frozen (seed 000: 50)
     finetune_epochs: PositiveInt = 50  # end to end, decaying lr (seed 000: 50)
     lr: PositiveFloat = 3e-3  # Adam; cosine decay to 0 over the end-to-end phase

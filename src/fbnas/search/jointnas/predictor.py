@@ -48,10 +48,11 @@ def mlp(sizes: Sequence[int], last_act: bool) -> nn.Sequential:
 class PredictorNet(nn.Module):
     """Encoder (architecture encoding -> embedding), proxy head (-> MACs, params), accuracy head."""
 
-    def __init__(self, arch_size: int, recipe_size: int, encoder: Sequence[int], head: Sequence[int]) -> None:
+    def __init__(self, arch_size: int, recipe_size: int, encoder: Sequence[int], head: Sequence[int],
+                 proxy_outputs: int = 2) -> None:
         super().__init__()
         self.encoder = mlp([arch_size, *encoder], last_act=True)
-        self.proxy_head = nn.Linear(encoder[-1], 2)
+        self.proxy_head = nn.Linear(encoder[-1], proxy_outputs)  # log MACs, log params first
         self.acc_head = mlp([encoder[-1] + recipe_size, *head, 1], last_act=False)
 
     def embed(self, xa: torch.Tensor) -> torch.Tensor:
@@ -183,14 +184,28 @@ class Pretrained:
     """The ensemble's encoders after proxy pretraining (or at their random initialisation)."""
 
     members: list[dict[str, torch.Tensor]]
-    proxy_mean: list[float]
+    proxy_mean: list[float]  # of every proxy target; the first two are log MACs and log params
     proxy_std: list[float]
     pretrained: bool
     log: list[list[float]]
 
 
-def proxy_targets(costs: Sequence[dict[str, float]]) -> np.ndarray:
-    return np.log(np.array([[max(c["macs"], 1e-9), max(c["params"], 1e-9)] for c in costs], dtype=np.float64))
+STAGE_FLOOR = 1e-3  # millions: below a thousand MACs / params a stage's log cost is clipped (a stage of skips)
+
+
+def proxy_targets(costs: Sequence[dict[str, Any]], kind: str = "total") -> np.ndarray:
+    """The proxy head's targets: log MACs and log params of the network (``total``), followed for ``stages``
+    by the log MACs and log params of every stage (``count().per_stage()``: stem, stages, classifier)."""
+    rows = []
+    for c in costs:
+        row = [max(c["macs"], 1e-9), max(c["params"], 1e-9)]
+        if kind == "stages":
+            row += [max(v, STAGE_FLOOR) for v in (*c["stage_macs"], *c["stage_params"])]
+        rows.append(row)
+    if len({len(r) for r in rows}) > 1:
+        raise FbnasError("predictor: the architectures have different numbers of stages; pretrain_targets: stages "
+                         "needs a fixed stage count")
+    return np.log(np.array(rows, dtype=np.float64))
 
 
 def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
@@ -198,18 +213,18 @@ def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
     ``cfg.pretrain_samples`` Sobol architectures of the space, whose MACs / params ``arch_costs(sample)`` gives."""
     arch_part, recipe_part = space.parts["arch"], space.parts["recipe"]
     members, logs = [], []
-    mean, std = [0.0, 0.0], [1.0, 1.0]
+    samples = arch_part.sobol(cfg.pretrain_samples, seed=derive_seed(seed, "jointnas", "pretrain") % (2**32))
+    t = proxy_targets([arch_costs(s) for s in samples], cfg.pretrain_targets)
+    # the random initialisation has the same network (the proxy head's size too), so an ablation compares inits
+    mean, std = t.mean(0).tolist(), (t.std(0) + 1e-9).tolist()
     if cfg.pretrain:
-        samples = arch_part.sobol(cfg.pretrain_samples, seed=derive_seed(seed, "jointnas", "pretrain") % (2**32))
-        t = proxy_targets([arch_costs(s) for s in samples])
-        mean, std = t.mean(0).tolist(), (t.std(0) + 1e-9).tolist()
         xa = torch.tensor([arch_part.encode(s) for s in samples], dtype=torch.float32)
         targets = torch.tensor((t - np.array(mean)) / np.array(std), dtype=torch.float32)
     for m in range(cfg.ensemble):
         key = (seed, "jointnas", "predictor", m)
         log = FitLog()
         with deterministic(key):
-            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head)
+            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head, len(mean))
             if cfg.pretrain:
                 pretrain_encoder(net, xa, targets, cfg, key, log)
         members.append(copy.deepcopy(net.state_dict()))
@@ -253,8 +268,8 @@ class AccuracyPredictor:
     def predict_proxy(self, samples: Sequence[Sample]) -> np.ndarray:
         """Predicted (MACs, params) in millions (the proxy head; meaningful after pretraining)."""
         xa, _ = encode(self.space, samples)
-        z = torch.stack([m.proxy(xa) for m in self.members]).mean(0).double().numpy()
-        return np.exp(z * np.array(self.proxy_std) + np.array(self.proxy_mean))
+        z = torch.stack([m.proxy(xa)[:, :2] for m in self.members]).mean(0).double().numpy()
+        return np.exp(z * np.array(self.proxy_std[:2]) + np.array(self.proxy_mean[:2]))
 
     # ---- persistence ---------------------------------------------------------------------------
     def state(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -286,7 +301,8 @@ class AccuracyPredictor:
                              "reuse needs the same architecture and recipe dimensions")
         members = []
         for sd in state["members"]:
-            net = PredictorNet(int(state["arch_size"]), int(state["recipe_size"]), state["encoder"], state["head"])
+            net = PredictorNet(int(state["arch_size"]), int(state["recipe_size"]), state["encoder"], state["head"],
+                               len(state["proxy_mean"]))
             net.load_state_dict(sd)
             members.append(net.eval())
         return cls(space, cfg, members, state["y_mean"], state["y_std"], state["proxy_mean"], state["proxy_std"],
@@ -311,7 +327,8 @@ def fit_predictor(space: JointSpace, samples: Sequence[Sample], accs: Sequence[f
         if cfg.bootstrap and len(pre.members) > 1:  # bagging: each member sees its own resample of the trials
             idx = torch.randint(len(y), (len(y),), generator=make_generator(*key, "bootstrap"))
         with deterministic(key):
-            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head)
+            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head,
+                               len(pre.proxy_mean))
             net.load_state_dict(sd)
             fit_accuracy(net, xa[idx], xr[idx], yt[idx], cfg, key, log)
         members.append(net.eval())
