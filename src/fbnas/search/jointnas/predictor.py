@@ -214,17 +214,19 @@ def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
     arch_part, recipe_part = space.parts["arch"], space.parts["recipe"]
     members, logs = [], []
     samples = arch_part.sobol(cfg.pretrain_samples, seed=derive_seed(seed, "jointnas", "pretrain") % (2**32))
-    t = proxy_targets([arch_costs(s) for s in samples], cfg.pretrain_targets)
     # the random initialisation has the same network (the proxy head's size too), so an ablation compares inits
-    mean, std = t.mean(0).tolist(), (t.std(0) + 1e-9).tolist()
+    outputs = proxy_targets([arch_costs(samples[0])], cfg.pretrain_targets).shape[1]
+    mean, std = [0.0] * outputs, [1.0] * outputs
     if cfg.pretrain:
+        t = proxy_targets([arch_costs(s) for s in samples], cfg.pretrain_targets)
+        mean, std = t.mean(0).tolist(), (t.std(0) + 1e-9).tolist()
         xa = torch.tensor([arch_part.encode(s) for s in samples], dtype=torch.float32)
         targets = torch.tensor((t - np.array(mean)) / np.array(std), dtype=torch.float32)
     for m in range(cfg.ensemble):
         key = (seed, "jointnas", "predictor", m)
         log = FitLog()
         with deterministic(key):
-            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head, len(mean))
+            net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head, outputs)
             if cfg.pretrain:
                 pretrain_encoder(net, xa, targets, cfg, key, log)
         members.append(copy.deepcopy(net.state_dict()))
