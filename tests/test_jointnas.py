@@ -200,6 +200,38 @@ def test_stage_targets_pretrain_the_encoder_on_every_stage_cost(tmp_path):
         proxy_targets([one, {**one, "stage_macs": one["stage_macs"][:-1]}], "stages")
 
 
+def test_pretraining_keeps_the_embedding_at_its_initial_scale_and_the_proxy_head_at_its_outputs():
+    from fbnas.errors import FbnasError
+    from fbnas.search.jointnas.coarse import arch_costs
+    from fbnas.search.jointnas.predictor import embedding_rms, rescale_embedding
+    from fbnas.seeding import derive_seed
+
+    space = _fmnist_space()
+    costs = arch_costs(space, 10)
+    arch = space.parts["arch"]
+    free = arch.sobol(256, seed=derive_seed(0, "jointnas", "pretrain") % (2**32))  # what pretrain() draws
+    xa = torch.tensor([arch.encode(s) for s in free], dtype=torch.float32)
+
+    def net_of(pre):
+        net = PredictorNet(arch.encoding_size, space.parts["recipe"].encoding_size, [128, 64], [64], 2)
+        net.load_state_dict(pre.members[0])
+        return net
+
+    cfg = PredictorSection(pretrain_samples=256, pretrain_epochs=15, ensemble=1)
+    init = net_of(pretrain(space, cfg.replace(pretrain=False), 0, costs))
+    kept = net_of(pretrain(space, cfg.replace(rescale_embedding=False), 0, costs))
+    scaled = net_of(pretrain(space, cfg, 0, costs))
+    # negative control: pretraining alone leaves a louder embedding than the random initialisation's
+    assert embedding_rms(kept, xa) > 2 * embedding_rms(init, xa)
+    assert embedding_rms(scaled, xa) == pytest.approx(embedding_rms(init, xa), rel=1e-4)
+    with torch.no_grad():  # the same pretrained function: proxy outputs unchanged, embedding a constant multiple
+        assert torch.allclose(scaled.proxy(xa), kept.proxy(xa), atol=1e-4)
+        ratio = scaled.embed(xa).sum() / kept.embed(xa).sum()
+        assert torch.allclose(scaled.embed(xa), ratio * kept.embed(xa), atol=1e-5)
+    with pytest.raises(FbnasError, match="positive"):
+        rescale_embedding(kept, 0.0)
+
+
 # ---- the genetic algorithm --------------------------------------------------------------------------------
 def _ga_cfg(**kw):
     return JointNasConfig.parse({"jointnas": {"evolution": kw}}, "t").jointnas.evolution

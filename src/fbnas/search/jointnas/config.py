@@ -101,6 +101,10 @@ class PredictorSection(StrictModel):
     # what the proxy head predicts: total (log MACs, log params of the network) or stages (the totals and the
     # log MACs / params of every stage: an embedding that must keep where the compute is, not two numbers)
     pretrain_targets: Literal["total", "stages"] = "total"
+    # after pretraining, the embedding scaled back to its RMS at initialisation (the proxy head compensates):
+    # the accuracy head then weighs it against the recipe's encoding as it would a random init's (False: keep
+    # the scale pretraining leaves)
+    rescale_embedding: bool = True
     freeze_epochs: PositiveInt = 50  # accuracy head only, encoder frozen (seed 000: 50)
     finetune_epochs: PositiveInt = 50  # end to end, decaying lr (seed 000: 50)
     lr: PositiveFloat = 3e-3  # Adam; cosine decay to 0 over the end-to-end phase

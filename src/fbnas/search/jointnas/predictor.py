@@ -190,6 +190,29 @@ class Pretrained:
     log: list[list[float]]
 
 
+@torch.no_grad()
+def embedding_rms(net: PredictorNet, xa: torch.Tensor) -> float:
+    """Root mean square of the embedding over the architectures ``xa``."""
+    return float(net.embed(xa).pow(2).mean().sqrt())
+
+
+@torch.no_grad()
+def rescale_embedding(net: PredictorNet, factor: float) -> None:
+    """Multiply the embedding by ``factor`` > 0 and leave the proxy head's outputs as they were: the encoder's
+    last linear layer is scaled (ReLU is positively homogeneous) and the proxy head's weights divided.
+
+    Pretraining grows the embedding (about 4x its RMS at initialisation on ``fbnetv3_fmnist``). The accuracy
+    head reads it beside the recipe's encoding, so a larger embedding weighs the architecture more against the
+    recipe before the head has learned anything; scaled back, the frozen phase starts from the balance a random
+    initialisation gives, and pretraining changes what the embedding encodes, not how loud it is."""
+    if not factor > 0 or not math.isfinite(factor):
+        raise FbnasError(f"predictor: embedding scale factor must be positive and finite, got {factor}")
+    last = [m for m in net.encoder if isinstance(m, nn.Linear)][-1]
+    last.weight.mul_(factor)
+    last.bias.mul_(factor)
+    net.proxy_head.weight.div_(factor)
+
+
 STAGE_FLOOR = 1e-3  # millions: below a thousand MACs / params a stage's log cost is clipped (a stage of skips)
 
 
@@ -228,7 +251,10 @@ def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
         with deterministic(key):
             net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head, outputs)
             if cfg.pretrain:
+                init_rms = embedding_rms(net, xa)
                 pretrain_encoder(net, xa, targets, cfg, key, log)
+                if cfg.rescale_embedding:
+                    rescale_embedding(net, init_rms / embedding_rms(net, xa))
         members.append(copy.deepcopy(net.state_dict()))
         logs.append(log.pretrain)
     return Pretrained(members, mean, std, bool(cfg.pretrain), logs)
