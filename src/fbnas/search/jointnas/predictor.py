@@ -4,7 +4,8 @@ two heads.
 * The **encoder** maps the architecture part of a joint sample's encoding (one-hot choices, scaled ranges:
   ``space.encode``) to an embedding.
 * The **proxy head** predicts the architecture's MACs and params from the embedding. It pretrains the encoder
-  on many free samples: their counts are analytic (``fbnas.cost.counting.count``), no training needed.
+  on many free samples: their counts are analytic (``fbnas.cost.counting.count``), no training needed. The
+  embedding is then scaled back to its RMS at initialisation (``rescale_embedding``), the function unchanged.
 * The **accuracy head** predicts the proxy accuracy from the embedding and the recipe's encoding.
 
 Accuracy training follows the seed: a Huber loss (robust to the odd diverged candidate); first the encoder
@@ -253,8 +254,9 @@ def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
             if cfg.pretrain:
                 init_rms = embedding_rms(net, xa)
                 pretrain_encoder(net, xa, targets, cfg, key, log)
-                if cfg.rescale_embedding:
-                    rescale_embedding(net, init_rms / embedding_rms(net, xa))
+                after = embedding_rms(net, xa)
+                if cfg.rescale_embedding and after > 0:  # an all-zero embedding has no scale to restore
+                    rescale_embedding(net, init_rms / after)
         members.append(copy.deepcopy(net.state_dict()))
         logs.append(log.pretrain)
     return Pretrained(members, mean, std, bool(cfg.pretrain), logs)
