@@ -212,12 +212,13 @@ def test_pretraining_keeps_the_embedding_at_its_initial_scale_and_the_proxy_head
     free = arch.sobol(256, seed=derive_seed(0, "jointnas", "pretrain") % (2**32))  # what pretrain() draws
     xa = torch.tensor([arch.encode(s) for s in free], dtype=torch.float32)
 
+    cfg = PredictorSection(pretrain_samples=256, pretrain_epochs=15, ensemble=1)
+
     def net_of(pre):
-        net = PredictorNet(arch.encoding_size, space.parts["recipe"].encoding_size, [128, 64], [64], 2)
+        net = PredictorNet(arch.encoding_size, space.parts["recipe"].encoding_size, cfg.encoder, cfg.head, 2)
         net.load_state_dict(pre.members[0])
         return net
 
-    cfg = PredictorSection(pretrain_samples=256, pretrain_epochs=15, ensemble=1)
     init = net_of(pretrain(space, cfg.replace(pretrain=False), 0, costs))
     kept = net_of(pretrain(space, cfg.replace(rescale_embedding=False), 0, costs))
     scaled = net_of(pretrain(space, cfg, 0, costs))

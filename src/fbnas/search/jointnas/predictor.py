@@ -202,10 +202,10 @@ def rescale_embedding(net: PredictorNet, factor: float) -> None:
     """Multiply the embedding by ``factor`` > 0 and leave the proxy head's outputs as they were: the encoder's
     last linear layer is scaled (ReLU is positively homogeneous) and the proxy head's weights divided.
 
-    Pretraining grows the embedding (about 4x its RMS at initialisation on ``fbnetv3_fmnist``). The accuracy
-    head reads it beside the recipe's encoding, so a larger embedding weighs the architecture more against the
-    recipe before the head has learned anything; scaled back, the frozen phase starts from the balance a random
-    initialisation gives, and pretraining changes what the embedding encodes, not how loud it is."""
+    Pretraining grows the embedding. The accuracy head reads it beside the recipe's encoding, so a larger
+    embedding weighs the architecture more against the recipe before the head has learned anything; scaled
+    back, the frozen phase starts from the balance a random initialisation gives, and pretraining changes what
+    the embedding encodes, not how loud it is."""
     if not factor > 0 or not math.isfinite(factor):
         raise FbnasError(f"predictor: embedding scale factor must be positive and finite, got {factor}")
     last = [m for m in net.encoder if isinstance(m, nn.Linear)][-1]
@@ -252,10 +252,9 @@ def pretrain(space: JointSpace, cfg: Any, seed: int, arch_costs) -> Pretrained:
         with deterministic(key):
             net = PredictorNet(arch_part.encoding_size, recipe_part.encoding_size, cfg.encoder, cfg.head, outputs)
             if cfg.pretrain:
-                init_rms = embedding_rms(net, xa)
+                init_rms = embedding_rms(net, xa) if cfg.rescale_embedding else 0.0
                 pretrain_encoder(net, xa, targets, cfg, key, log)
-                after = embedding_rms(net, xa)
-                if cfg.rescale_embedding and after > 0:  # an all-zero embedding has no scale to restore
+                if cfg.rescale_embedding and (after := embedding_rms(net, xa)) > 0:  # all zero: no scale to restore
                     rescale_embedding(net, init_rms / after)
         members.append(copy.deepcopy(net.state_dict()))
         logs.append(log.pretrain)
